@@ -1,0 +1,94 @@
+"""The contract every extractor fulfils, from hand-crafted statistics to frozen deep networks.
+
+An extractor is one file: a subclass of :class:`Extractor` that declares its temporal sampling, the
+size and names of its per-step features, its weights (if any), and a batched ``forward``. The
+orchestrator decodes each video once, cuts it into the steps each extractor's sampling asks for,
+calls ``forward`` on batches of steps, and stores both the per-step matrix and the pooled vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from featbank.sampling import Sampling
+from featbank.weights import WeightsSpec, resolve
+
+
+class Extractor(ABC):
+    """Base class. Subclasses set ``name`` and ``version`` and implement the abstract members.
+
+    ``forward`` receives, for video samplings, ``(B, frames_per_step, H, W, 3)`` uint8 RGB frames at
+    the video's native resolution (each extractor resizes as its model needs, on its own device);
+    for :class:`~featbank.sampling.AudioSeconds`, ``(B, sample_rate)`` float32 mono audio, one
+    second per row. It returns ``(B, step_dim)`` float32.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    weights: ClassVar[WeightsSpec | None] = None
+    batch_size: ClassVar[int] = 8
+
+    device: str = "cpu"
+
+    @property
+    @abstractmethod
+    def sampling(self) -> Sampling: ...
+
+    @abstractmethod
+    def feature_names(self) -> list[str]:
+        """Names of the per-step features, ``step_dim`` of them."""
+
+    @abstractmethod
+    def forward(self, batch: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def step_dim(self) -> int:
+        return len(self.feature_names())
+
+    def pooled_names(self) -> list[str]:
+        names = self.feature_names()
+        return [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
+
+    @property
+    def pooled_dim(self) -> int:
+        return len(self.pooled_names())
+
+    def pool(self, steps: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Mean and standard deviation over the valid steps: the pooling most VQA heads start from."""
+        valid = steps[mask.astype(bool)]
+        if valid.shape[0] == 0:
+            return np.full(self.pooled_dim, np.nan, dtype=np.float32)
+        return np.concatenate([valid.mean(0), valid.std(0)]).astype(np.float32)
+
+    def options(self) -> dict:
+        """Constructor options that change the features; part of the bank key."""
+        return {}
+
+    def config(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "options": self.options(),
+            "sampling": self.sampling.config(),
+        }
+
+    @property
+    def key(self) -> str:
+        """Bank group name: same name, version, options and sampling ⇒ same features ⇒ same group."""
+        digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()
+        return f"{self.name}@{digest[:10]}"
+
+    def setup(self, device: str = "cpu", weights_dir: Path | None = None) -> None:
+        """Load models onto ``device``. Extractors with a :attr:`weights` spec resolve it here."""
+        self.device = device
+        if self.weights is not None:
+            self.load_weights(resolve(self.weights, weights_dir))
+
+    def load_weights(self, path: Path) -> None:
+        raise NotImplementedError(f"{self.name} declares weights but does not load them")

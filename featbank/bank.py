@@ -1,0 +1,415 @@
+"""The Zarr feature bank: one store, rows keyed by the content hash of each media file.
+
+Layout (Zarr v3)::
+
+    bank.zarr/
+      items/                 one row per distinct file content (count in attrs)
+        digest  (cap, 32) uint8   SHA-256 of the file bytes: the key shared by all tracks
+        n_frames, fps, width, height, has_audio, is_image, size_bytes, probe (status code)
+      features/<name>@<config-hash>/        one group per extractor + configuration
+        status     (cap,)              PENDING / OK / FAILED / ABSENT; written last: the commit mark
+        pooled     (cap, P) float32    fixed-length vector per item
+        steps      (cap, T, D) float32 per-step (per-second) features, NaN where invalid
+        mask       (cap, T) bool       which steps hold data
+        timestamps (cap, T) float32    start time of each step in seconds
+        frame_indices (cap, T, K) int32  the decoded frames of each step (video samplings)
+        attrs: provenance (extractor, version, config, weights checksum, decoder versions)
+      failures/<group>/<digest-hex>   attrs: the error of one failed item
+      tracks/<slug>                   attrs: a manifest's ids, paths and digests (the hash cache)
+
+Why it is safe to kill at any moment: rows are written a whole chunk (``ROW_CHUNK`` rows) at a
+time, each chunk file is replaced atomically by the store, and a chunk of ``status`` is written
+only after that chunk's data. A killed write leaves the old status, so resume recomputes exactly
+the rows that were not committed, and never sees half a row. Only the process that registers items
+(the client) resizes arrays or writes attributes; workers write disjoint chunks.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from featbank import __version__
+from featbank.errors import BankError
+from featbank.media import MediaInfo
+
+FORMAT = 1
+ROW_CHUNK = 32
+DIGEST_BYTES = 32
+
+PENDING, OK, FAILED, ABSENT = 0, 1, 2, 3
+STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", ABSENT: "absent"}
+
+ITEM_FIELDS: dict[str, tuple[str, object]] = {
+    "n_frames": ("int64", 0),
+    "fps": ("float64", 0.0),
+    "width": ("int32", 0),
+    "height": ("int32", 0),
+    "has_audio": ("int8", 0),
+    "is_image": ("int8", 0),
+    "size_bytes": ("int64", 0),
+    "probe": ("int8", PENDING),
+}
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """Shapes of one extractor group; fixed when the group is created."""
+
+    pooled_dim: int
+    max_steps: int
+    step_dim: int
+    frames_per_step: int
+
+
+@dataclass
+class StepFeatures:
+    """What one extractor produced for one item, ready to be committed as one bank row."""
+
+    status: int
+    pooled: np.ndarray | None = None
+    steps: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    frame_indices: np.ndarray | None = None
+    error: str | None = None
+
+
+@dataclass
+class ItemRecord:
+    """Probe result for one item: its info (None when undecodable) and its file size."""
+
+    info: MediaInfo | None
+    size_bytes: int
+
+
+def digest_hex(digest: bytes | np.ndarray) -> str:
+    return bytes(np.asarray(digest, dtype=np.uint8)).hex()
+
+
+def _round_up(n: int) -> int:
+    return max(ROW_CHUNK, -(-n // ROW_CHUNK) * ROW_CHUNK)
+
+
+def _chunk_slice(chunk: int) -> slice:
+    return slice(chunk * ROW_CHUNK, (chunk + 1) * ROW_CHUNK)
+
+
+class FeatureBank:
+    """Open (or create) a bank at ``path``; ``mode='r'`` refuses to create or modify it."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "a") -> None:
+        self.path = Path(path)
+        if mode == "r" and not (self.path / "zarr.json").is_file():
+            raise BankError(f"no feature bank at {self.path} (run `featbank extract` first)")
+        self.root = zarr.open_group(store=str(self.path), mode=mode, zarr_format=3)
+        self.writable = mode != "r"
+        if self.writable and "format" not in self.root.attrs:
+            self.root.attrs.update({"format": FORMAT, "created_by": f"featbank {__version__}"})
+        if self.root.attrs.get("format") != FORMAT:
+            raise BankError(f"{self.path}: unsupported bank format {self.root.attrs.get('format')!r}")
+        if self.writable:
+            self._ensure_items()
+
+    # ----------------------------------------------------------------- items
+    def _ensure_items(self) -> None:
+        items = self.root.require_group("items")
+        if "digest" not in items:
+            items.create_array("digest", shape=(0, DIGEST_BYTES), chunks=(ROW_CHUNK, DIGEST_BYTES),
+                               dtype="uint8", fill_value=0)
+            for name, (dtype, fill) in ITEM_FIELDS.items():
+                items.create_array(name, shape=(0,), chunks=(ROW_CHUNK,), dtype=dtype, fill_value=fill)
+            items.attrs["count"] = 0
+
+    @property
+    def items(self) -> zarr.Group:
+        if "items" not in self.root:
+            raise BankError(f"{self.path}: bank has no items table")
+        return self.root["items"]
+
+    @property
+    def count(self) -> int:
+        return int(self.items.attrs.get("count", 0))
+
+    @property
+    def capacity(self) -> int:
+        return int(self.items["digest"].shape[0])
+
+    def digests(self) -> np.ndarray:
+        return self.items["digest"][: self.count]
+
+    def rows_of(self, digests: Iterable[bytes]) -> np.ndarray:
+        """Row of each digest, -1 for digests the bank has never seen."""
+        index = {bytes(d): i for i, d in enumerate(self.digests())}
+        return np.array([index.get(bytes(d), -1) for d in digests], dtype=np.int64)
+
+    def register(self, digests: list[bytes]) -> np.ndarray:
+        """Rows for ``digests``, appending unseen ones; the new count is committed last."""
+        rows = self.rows_of(digests)
+        new: list[bytes] = []
+        seen: dict[bytes, int] = {}
+        start = self.count
+        for i, d in enumerate(digests):
+            if rows[i] >= 0:
+                continue
+            if d not in seen:
+                seen[d] = start + len(new)
+                new.append(d)
+            rows[i] = seen[d]
+        if new:
+            end = start + len(new)
+            self._grow(end)
+            block = np.frombuffer(b"".join(new), dtype=np.uint8).reshape(len(new), DIGEST_BYTES)
+            self._write_rows(self.items["digest"], np.arange(start, end), block)
+            self.items.attrs["count"] = end
+        return rows
+
+    def _grow(self, n_rows: int) -> None:
+        cap = _round_up(n_rows)
+        if cap <= self.capacity:
+            return
+        for arr in self._row_arrays():
+            arr.resize((cap, *arr.shape[1:]))
+
+    def _row_arrays(self) -> Iterable[zarr.Array]:
+        yield from (a for _, a in self.items.arrays())
+        for key in self.group_keys():
+            yield from (a for _, a in self.root["features"][key].arrays())
+
+    @staticmethod
+    def _write_rows(arr: zarr.Array, rows: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values`` into ``rows``, one whole chunk at a time (read, modify, replace)."""
+        for chunk in np.unique(rows // ROW_CHUNK):
+            sl = _chunk_slice(int(chunk))
+            block = arr[sl]
+            sel = (rows // ROW_CHUNK) == chunk
+            block[rows[sel] - sl.start] = values[sel]
+            arr[sl] = block
+
+    # ---------------------------------------------------------------- groups
+    def group_keys(self) -> list[str]:
+        if "features" not in self.root:
+            return []
+        return sorted(name for name, _ in self.root["features"].groups())
+
+    def group(self, key: str) -> zarr.Group:
+        if key not in self.group_keys():
+            raise BankError(f"{self.path}: no feature group {key!r}; present: {self.group_keys()}")
+        return self.root["features"][key]
+
+    def keys_for(self, name: str) -> list[str]:
+        """Feature groups of extractor ``name`` (several when it was run with several configs)."""
+        return [k for k in self.group_keys() if k.split("@")[0] == name]
+
+    def ensure_group(self, key: str, layout: GroupLayout, provenance: Mapping) -> zarr.Group:
+        """Create the group for an extractor configuration, or check the existing one matches."""
+        features = self.root.require_group("features")
+        if key in features:
+            group = features[key]
+            stored = GroupLayout(**group.attrs["layout"])
+            if stored != layout:
+                raise BankError(f"{self.path}: group {key} has layout {stored}, extractor says {layout}")
+            return group
+        group = features.create_group(key)
+        cap, R, T = self.capacity, ROW_CHUNK, layout.max_steps
+        group.create_array("status", shape=(cap,), chunks=(R,), dtype="int8", fill_value=PENDING)
+        group.create_array("pooled", shape=(cap, layout.pooled_dim), chunks=(R, layout.pooled_dim),
+                           dtype="float32", fill_value=np.nan)
+        group.create_array("steps", shape=(cap, T, layout.step_dim), chunks=(R, T, layout.step_dim),
+                           dtype="float32", fill_value=np.nan)
+        group.create_array("mask", shape=(cap, T), chunks=(R, T), dtype="bool", fill_value=False)
+        group.create_array("timestamps", shape=(cap, T), chunks=(R, T), dtype="float32",
+                           fill_value=np.nan)
+        if layout.frames_per_step:
+            K = layout.frames_per_step
+            group.create_array("frame_indices", shape=(cap, T, K), chunks=(R, T, K), dtype="int32",
+                               fill_value=-1)
+        group.attrs.update({**provenance, "layout": layout.__dict__,
+                            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+        return group
+
+    def status(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
+        arr = self.group(key)["status"][: self.count]
+        return arr if rows is None else arr[rows]
+
+    # ---------------------------------------------------------------- commit
+    def commit(self, rows: np.ndarray, records: Mapping[int, ItemRecord],
+               outputs: Mapping[str, Mapping[int, StepFeatures]],
+               ids: Mapping[int, str] | None = None) -> None:
+        """Write a finished batch: item facts, then each group's data, then its status.
+
+        ``rows`` must all lie in chunks no other writer touches concurrently.
+        """
+        rows = np.asarray(sorted(rows), dtype=np.int64)
+        self._commit_items(rows, records)
+        for key, per_row in outputs.items():
+            self._commit_group(key, per_row, ids or {})
+
+    def _commit_items(self, rows: np.ndarray, records: Mapping[int, ItemRecord]) -> None:
+        rows = np.array([r for r in rows if r in records], dtype=np.int64)
+        if rows.size == 0:
+            return
+        for name, (dtype, _) in ITEM_FIELDS.items():
+            values = np.array([_item_value(records[int(r)], name) for r in rows], dtype=dtype)
+            self._write_rows(self.items[name], rows, values)
+
+    def _commit_group(self, key: str, per_row: Mapping[int, StepFeatures], ids: Mapping[int, str]) -> None:
+        group = self.group(key)
+        rows = np.array(sorted(per_row), dtype=np.int64)
+        T = group["mask"].shape[1]
+        for name in ("pooled", "steps", "mask", "timestamps", "frame_indices"):
+            if name not in group:
+                continue
+            arr = group[name]
+            fill = arr.fill_value
+            values = np.full((rows.size, *arr.shape[1:]), fill, dtype=arr.dtype)
+            for i, r in enumerate(rows):
+                got = getattr(per_row[int(r)], name)
+                if got is not None:
+                    n = min(T, got.shape[0]) if name != "pooled" else got.shape[0]
+                    values[i, :n] = got[:n]
+            self._write_rows(arr, rows, values)
+        failures = self.root.require_group("failures").require_group(key)
+        digests = self.items["digest"]
+        for r in rows:
+            out = per_row[int(r)]
+            if out.status == FAILED:
+                rec = failures.require_group(digest_hex(digests[int(r)]))
+                rec.attrs.update({"error": out.error or "unknown error", "video_id": ids.get(int(r), ""),
+                                  "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+        status = np.array([per_row[int(r)].status for r in rows], dtype="int8")
+        self._write_rows(group["status"], rows, status)
+        for r in rows:
+            name = digest_hex(digests[int(r)])
+            if per_row[int(r)].status != FAILED and name in failures:
+                del failures[name]
+
+    # ----------------------------------------------------------------- reads
+    def pooled(self, key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled features and status of ``rows`` (reads the covering row span once)."""
+        group = self.group(key)
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.zeros((0, group["pooled"].shape[1]), np.float32), np.zeros(0, np.int8)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        return group["pooled"][lo:hi][rows - lo], group["status"][lo:hi][rows - lo]
+
+    def failures(self, key: str) -> dict[str, dict]:
+        if "failures" not in self.root or key not in self.root["failures"]:
+            return {}
+        return {name: dict(g.attrs) for name, g in self.root["failures"][key].groups()}
+
+    # ---------------------------------------------------------------- tracks
+    def save_track(self, manifest: Path, video_ids: list[str], paths: list[Path],
+                   digests: list[bytes]) -> None:
+        """Remember a manifest's digests, so later commands need not re-hash its files."""
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(manifest.resolve()).strip("/"))[-120:]
+        stats = [p.stat() for p in paths]
+        track = self.root.require_group("tracks").require_group(slug)
+        track.attrs.update({
+            "manifest": str(manifest.resolve()), "video_ids": video_ids,
+            "paths": [str(p.resolve()) for p in paths], "digests": [d.hex() for d in digests],
+            "sizes": [s.st_size for s in stats], "mtimes": [s.st_mtime_ns for s in stats],
+        })
+
+    def hash_cache(self) -> dict[tuple[str, int, int], bytes]:
+        """(absolute path, size, mtime_ns) → digest, from every track the bank remembers."""
+        cache: dict[tuple[str, int, int], bytes] = {}
+        if "tracks" not in self.root:
+            return cache
+        for _, track in self.root["tracks"].groups():
+            a = track.attrs
+            for p, s, m, d in zip(a["paths"], a["sizes"], a["mtimes"], a["digests"]):
+                cache[(p, int(s), int(m))] = bytes.fromhex(d)
+        return cache
+
+    def tracks(self) -> list[dict]:
+        if "tracks" not in self.root:
+            return []
+        return [{"manifest": t.attrs["manifest"], "items": len(t.attrs["video_ids"])}
+                for _, t in self.root["tracks"].groups()]
+
+    # -------------------------------------------------------------- overview
+    def summary(self) -> dict:
+        groups = {}
+        for key in self.group_keys():
+            g = self.group(key)
+            codes = np.bincount(self.status(key), minlength=4) if self.count else np.zeros(4, int)
+            groups[key] = {
+                "extractor": g.attrs.get("extractor"), "version": g.attrs.get("version"),
+                "pooled_dim": g["pooled"].shape[1], "steps": list(g["steps"].shape[1:]),
+                "weights": g.attrs.get("weights"),
+                **{STATUS_NAMES[c]: int(codes[c]) for c in STATUS_NAMES},
+            }
+        return {"path": str(self.path), "items": self.count, "capacity": self.capacity,
+                "groups": groups, "tracks": self.tracks()}
+
+    def validate(self) -> list[str]:
+        """Structural checks; returns the problems found (empty when the bank is sound)."""
+        problems: list[str] = []
+        n, cap = self.count, self.capacity
+        for arr in self._row_arrays():
+            if arr.shape[0] != cap:
+                problems.append(f"{arr.path}: {arr.shape[0]} rows, items have capacity {cap}")
+        digests = self.digests()
+        if len({bytes(d) for d in digests}) != n:
+            problems.append("items/digest: duplicate digests")
+        if n and (digests == 0).all(axis=1).any():
+            problems.append("items/digest: registered row without digest")
+        for key in self.group_keys():
+            problems += self._validate_group(key)
+        return problems
+
+    def _validate_group(self, key: str) -> list[str]:
+        g, n = self.group(key), self.count
+        status = g["status"][:]
+        problems = []
+        if (status[n:] != PENDING).any():
+            problems.append(f"{key}: status set on unregistered rows")
+        status = status[:n]
+        if not np.isin(status, list(STATUS_NAMES)).all():
+            problems.append(f"{key}: unknown status codes {sorted(set(status.tolist()) - set(STATUS_NAMES))}")
+        pooled, mask = g["pooled"][:n], g["mask"][:n]
+        ok = status == OK
+        if ok.any() and not np.isfinite(pooled[ok]).all():
+            problems.append(f"{key}: {int((~np.isfinite(pooled[ok])).any(1).sum())} committed rows with non-finite pooled features")
+        if ok.any() and not mask[ok].any(axis=1).all():
+            problems.append(f"{key}: committed rows without any valid step")
+        if (mask[status != OK]).any():
+            problems.append(f"{key}: rows not OK but with valid steps")
+        recorded = set(self.failures(key))
+        failed = {digest_hex(d) for d in self.digests()[status == FAILED]}
+        if failed - recorded:
+            problems.append(f"{key}: {len(failed - recorded)} failed rows without an error record")
+        return problems
+
+
+def _item_value(record: ItemRecord, name: str) -> object:
+    if name == "size_bytes":
+        return record.size_bytes
+    if name == "probe":
+        return OK if record.info is not None else FAILED
+    if record.info is None:
+        return ITEM_FIELDS[name][1]
+    return getattr(record.info, name)
+
+
+def describe(summary: dict) -> str:
+    """Human-readable text of :meth:`FeatureBank.summary` for ``featbank info``."""
+    lines = [f"bank {summary['path']}: {summary['items']} items"]
+    for t in summary["tracks"]:
+        lines.append(f"  track {t['manifest']} ({t['items']} items)")
+    for key, g in summary["groups"].items():
+        counts = ", ".join(f"{g[s]} {s}" for s in STATUS_NAMES.values())
+        lines.append(f"  {key}: pooled {g['pooled_dim']}-d, steps {g['steps']}, {counts}")
+        if g["weights"]:
+            lines.append(f"    weights: {json.dumps(g['weights'])}")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""The ``featbank`` command line: extract → fit → predict, plus bank inspection and the demo.
+
+Exit codes: 0 success · 1 error · 2 invalid manifest or usage · 3 bank problem ·
+4 missing/mismatching weights · 6 run completed but some items failed (recorded in the bank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from featbank import __version__
+from featbank.errors import FeatbankError
+
+EXIT_ITEMS_FAILED = 6
+DEFAULT_BANK = os.environ.get("FEATBANK_BANK", "featbank.zarr")
+
+EPILOG = """\
+typical session:
+  featbank extract --manifest train.csv --extractor handcrafted,audio
+  featbank fit     --manifest train.csv --features handcrafted,audio --targets overall --stack
+  featbank predict --manifest test.csv  --model runs/fit/model --out submission.csv
+  featbank info                              # what the bank holds
+
+exit codes: 0 ok, 1 error, 2 invalid manifest/usage, 3 bank problem, 4 missing weights,
+            6 finished but some items failed (see `featbank info --failures`)
+"""
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _add_bank(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bank", default=DEFAULT_BANK, type=Path,
+                   help="Zarr feature bank directory (default: $FEATBANK_BANK or ./featbank.zarr)")
+
+
+def _add_fit_options(p: argparse.ArgumentParser) -> None:
+    from regressors import LEARNERS
+
+    p.add_argument("--learners", type=_csv, default=["svr", "elasticnet", "lightgbm", "mlp"],
+                   help=f"base learners, comma-separated, from: {', '.join(LEARNERS)} "
+                        "(default: svr,elasticnet,lightgbm,mlp)")
+    p.add_argument("--folds", type=int, default=5, help="k of k-fold CV (default 5)")
+    p.add_argument("--repeats", type=int, default=1, help="repeat k-fold with new seeds (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and learners")
+    p.add_argument("--stack", action="store_true",
+                   help="fit a non-negative linear meta-learner on out-of-fold predictions "
+                        "(scored with nested folds, so the reported stack score does not leak)")
+    p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import extractors
+
+    parser = argparse.ArgumentParser(
+        prog="featbank", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Decode each video once, bank frozen features in Zarr, and fit regressor "
+                    "stacks scored the way quality-assessment challenges score them.")
+    parser.add_argument("--version", action="version", version=f"featbank {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("extract", help="extract features of a manifest's items into the bank",
+                       description="Decode each item once and run every requested extractor on it. "
+                                   "Only missing rows are computed, so re-running resumes a killed run.")
+    p.add_argument("--manifest", required=True, type=Path, help="CSV/Parquet manifest")
+    p.add_argument("--extractor", required=True, type=_csv,
+                   help=f"comma-separated extractors: {', '.join(extractors.available())}")
+    _add_bank(p)
+    p.add_argument("--device", default="cpu", help="torch device for deep extractors (cpu, cuda, cuda:1)")
+    p.add_argument("--weights-dir", type=Path, default=None,
+                   help="directory of pretrained checkpoints (default: $FEATBANK_WEIGHTS)")
+    p.add_argument("--retry-failed", action="store_true", help="also redo items that failed before")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("fit", help="cross-validate and fit regressors on banked features",
+                       description="k-fold CV (grouped by the manifest's `group` column when present), "
+                                   "out-of-fold predictions per feature group and learner, optional "
+                                   "stacking, per-target report, and final models fitted on all rows.")
+    p.add_argument("--manifest", required=True, type=Path, help="manifest with label columns")
+    p.add_argument("--features", required=True, type=_csv,
+                   help="feature groups, comma-separated extractor names or exact bank keys")
+    p.add_argument("--targets", type=_csv, default=None,
+                   help="label columns to fit (default: every label column)")
+    _add_bank(p)
+    _add_fit_options(p)
+    p.add_argument("--out", type=Path, default=Path("runs/fit"), help="output directory (default runs/fit)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("predict", help="score a manifest with a fitted model; writes a submission CSV",
+                       description="Extracts whatever features the model needs and the bank lacks, "
+                                   "then writes one row per item: video_id and one column per target.")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path, help="the model directory written by `fit`")
+    p.add_argument("--out", required=True, type=Path, help="submission CSV to write")
+    _add_bank(p)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--weights-dir", type=Path, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("info", help="what the bank holds")
+    _add_bank(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--failures", action="store_true", help="list failed items and their errors")
+
+    p = sub.add_parser("validate", help="check the bank's structure; exit 3 when broken")
+    _add_bank(p)
+
+    sub.add_parser("extractors", help="list the registered extractors")
+
+    p = sub.add_parser("demo", help="synthesize a small distorted-video dataset and run the whole pipeline",
+                       description="Needs no network, GPU or weights. Generates procedural clips with "
+                                   "audio at graded distortion levels, extracts handcrafted+audio "
+                                   "features, fits a stack for six targets, predicts a held-out set.")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="working directory (default demo_out)")
+    p.add_argument("--sources", type=int, default=6, help="distinct source clips (default 6)")
+    p.add_argument("--variants", type=int, default=12, help="distorted variants per source (default 12)")
+    p.add_argument("--learners", type=_csv, default=["svr", "elasticnet", "lightgbm", "mlp"])
+    p.add_argument("--jobs", type=int, default=-1)
+    p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from featbank.orchestrate import extract_manifest
+    from featbank.weights import weights_dir
+
+    report = extract_manifest(args.manifest, args.bank, args.extractor, device=args.device,
+                              weights_dir=weights_dir(args.weights_dir), retry_failed=args.retry_failed,
+                              progress=not args.no_progress)
+    print(f"{report.items} items, {report.already_done} already complete")
+    for key, counts in report.counts.items():
+        print(f"  {key}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for vid, key, err in report.failures:
+        print(f"  FAILED {vid} [{key}]: {err.splitlines()[0]}", file=sys.stderr)
+    return EXIT_ITEMS_FAILED if report.failures else 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from featbank.workflow import fit_manifest
+
+    outcome = fit_manifest(args.manifest, args.bank, args.features, args.targets, args.learners,
+                           n_splits=args.folds, repeats=args.repeats, seed=args.seed, stack=args.stack,
+                           out_dir=args.out, n_jobs=args.jobs, progress=not args.no_progress)
+    print(outcome.text)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from featbank.weights import weights_dir
+    from featbank.workflow import predict_manifest
+
+    preds = predict_manifest(args.manifest, args.bank, args.model, args.out, device=args.device,
+                             weights_dir=weights_dir(args.weights_dir), progress=not args.no_progress)
+    print(f"wrote {len(preds)} predictions to {args.out}")
+    return EXIT_ITEMS_FAILED if preds.drop(columns="video_id").isna().any(axis=None) else 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from featbank.bank import FeatureBank, describe
+
+    bank = FeatureBank(args.bank, mode="r")
+    summary = bank.summary()
+    if args.failures:
+        summary["failures"] = {k: bank.failures(k) for k in bank.group_keys()}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(describe(summary))
+    for key, recs in summary.get("failures", {}).items():
+        for digest, rec in recs.items():
+            print(f"  FAILED [{key}] {rec.get('video_id')} ({digest[:12]}): {rec['error'].splitlines()[0]}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from featbank.bank import FeatureBank
+
+    problems = FeatureBank(args.bank, mode="r").validate()
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    print(f"{args.bank}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 3 if problems else 0
+
+
+def _cmd_extractors(args: argparse.Namespace) -> int:
+    import extractors
+
+    for name in extractors.available():
+        ex = extractors.create(name)
+        weights = ex.weights.filename if ex.weights else "no weights"
+        print(f"{name:14s} {type(ex.sampling).__name__:14s} step {ex.step_dim:5d}-d  "
+              f"pooled {ex.pooled_dim:5d}-d  {weights}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from featbank.demo import run_demo
+
+    run_demo(args.out, n_sources=args.sources, variants=args.variants, learners=args.learners,
+             n_jobs=args.jobs, progress=not args.no_progress)
+    return 0
+
+
+COMMANDS = {"extract": _cmd_extract, "fit": _cmd_fit, "predict": _cmd_predict, "info": _cmd_info,
+            "validate": _cmd_validate, "extractors": _cmd_extractors, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FeatbankError as exc:
+        print(f"featbank {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("featbank: interrupted; committed rows are kept, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Error types with the exit code the CLI maps them to.
+
+Every error a user can cause (bad manifest, missing weights, unreadable bank) derives from
+:class:`FeatbankError`, so the CLI can print one clear message and exit with a stable code instead
+of a traceback. Programming errors stay ordinary exceptions and keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class FeatbankError(Exception):
+    """A problem the user can fix; the CLI prints ``str(error)`` and exits with ``exit_code``."""
+
+    exit_code = 1
+
+
+class ManifestError(FeatbankError):
+    """The manifest is malformed; the message lists every offending row, not just the first."""
+
+    exit_code = 2
+
+
+class BankError(FeatbankError):
+    """The feature bank is missing, inconsistent, or lacks what a command needs."""
+
+    exit_code = 3
+
+
+class WeightsMissingError(FeatbankError):
+    """A pretrained checkpoint is absent or its checksum does not match."""
+
+    exit_code = 4
+
+
+class MediaError(FeatbankError):
+    """One item cannot be decoded. Extraction records it per item and carries on."""
+
+    exit_code = 5

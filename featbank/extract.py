@@ -1,0 +1,117 @@
+"""Extraction of one item: decode once, run every requested extractor, pool, report per extractor.
+
+This module knows nothing about banks or schedulers: it turns a file and a list of extractors into
+:class:`~featbank.bank.StepFeatures`, one per extractor. A broken file fails every extractor of that
+item with the decoder's message; an extractor that raises fails only itself; an item without an
+audio track gives audio extractors an ``ABSENT`` row (flagged, all steps masked), not an error.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from extractors.base import Extractor
+from featbank.bank import ABSENT, FAILED, OK, ItemRecord, StepFeatures
+from featbank.decode import MediaSource, audio_steps, iter_steps, open_media
+from featbank.errors import MediaError
+from featbank.sampling import Plan
+
+
+class StepRunner:
+    """Collects one extractor's steps for one item and runs ``forward`` a batch at a time."""
+
+    def __init__(self, extractor: Extractor, plan: Plan) -> None:
+        self.extractor = extractor
+        self.plan = plan
+        self.steps = np.full((plan.n_steps, extractor.step_dim), np.nan, dtype=np.float32)
+        self._pending: list[tuple[int, np.ndarray]] = []
+        self.error: str | None = None
+
+    def add(self, step: int, data: np.ndarray) -> None:
+        if self.error is not None:
+            return
+        self._pending.append((step, data))
+        if len(self._pending) >= self.extractor.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending or self.error is not None:
+            self._pending.clear()
+            return
+        index = [s for s, _ in self._pending]
+        try:
+            out = np.asarray(self.extractor.forward(np.stack([d for _, d in self._pending])))
+            if out.shape != (len(index), self.extractor.step_dim):
+                raise ValueError(f"forward returned shape {out.shape}, "
+                                 f"expected {(len(index), self.extractor.step_dim)}")
+            self.steps[index] = out
+        except Exception as exc:  # an extractor bug must fail this row, not the whole run
+            self.error = f"{self.extractor.name} failed: {exc!r}\n{traceback.format_exc(limit=3)}"
+        self._pending.clear()
+
+    def fail(self, message: str) -> None:
+        self.error = self.error or message
+
+    def result(self) -> StepFeatures:
+        self.flush()
+        if self.error is not None:
+            return StepFeatures(status=FAILED, error=self.error)
+        mask = np.ones(self.plan.n_steps, dtype=bool)
+        return StepFeatures(
+            status=OK,
+            pooled=self.extractor.pool(self.steps, mask),
+            steps=self.steps,
+            mask=mask,
+            timestamps=self.plan.timestamps.astype(np.float32),
+            frame_indices=self.plan.frame_indices.astype(np.int32),
+        )
+
+
+def _run_video(source: MediaSource, runners: list[StepRunner]) -> None:
+    try:
+        for p, step, frames in iter_steps(source, [r.plan for r in runners]):
+            runners[p].add(step, frames)
+    except MediaError as exc:
+        for r in runners:
+            r.fail(str(exc))
+
+
+def _run_audio(source: MediaSource, runners: list[StepRunner]) -> dict[int, StepFeatures]:
+    """Audio runners get their steps; without an audio track they are ``ABSENT`` instead."""
+    absent: dict[int, StepFeatures] = {}
+    tracks: dict[int, np.ndarray | None] = {}
+    for i, r in enumerate(runners):
+        rate = r.extractor.sampling.sample_rate
+        try:
+            if rate not in tracks:
+                tracks[rate] = source.audio(rate)
+        except MediaError as exc:
+            r.fail(str(exc))
+            continue
+        if tracks[rate] is None:
+            absent[i] = StepFeatures(status=ABSENT, timestamps=r.plan.timestamps.astype(np.float32),
+                                     error="no audio track")
+            continue
+        for step, chunk in enumerate(audio_steps(tracks[rate], r.plan, rate)):
+            r.add(step, chunk)
+    return absent
+
+
+def extract_item(path: Path, extractors: list[Extractor]) -> tuple[ItemRecord, dict[str, StepFeatures]]:
+    """Decode ``path`` once and return its probe record and one result per extractor key."""
+    size = path.stat().st_size if path.is_file() else 0
+    try:
+        source = open_media(path)
+    except MediaError as exc:
+        return ItemRecord(None, size), {e.key: StepFeatures(status=FAILED, error=str(exc)) for e in extractors}
+    runners = [StepRunner(e, e.sampling.plan(source.info)) for e in extractors]
+    video = [r for r in runners if r.extractor.sampling.modality == "video"]
+    audio = [r for r in runners if r.extractor.sampling.modality == "audio"]
+    _run_video(source, video)
+    absent = _run_audio(source, audio)
+    results = {r.extractor.key: r.result() for r in video}
+    results.update({r.extractor.key: absent.get(i) or r.result() for i, r in enumerate(audio)})
+    return ItemRecord(source.info, size), results

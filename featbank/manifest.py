@@ -1,0 +1,132 @@
+"""Manifests: the list of items of one track, with their labels, validated before any work starts.
+
+A manifest is a CSV or Parquet table with columns
+
+- ``video_id`` (required, unique): the name the track's submission files use;
+- ``path`` (required): the media file, relative to the manifest's directory (or ``root``);
+- ``group`` (optional): source content / prompt id, so cross-validation never splits one source
+  across train and test;
+- ``prompt`` (optional): the text prompt of AI-generated items;
+- any column starting with ``meta_``: free-form information, never validated or fitted;
+- every other column is a numeric label (e.g. the six FineVD dimensions).
+
+Validation collects *every* offending row before raising, because a 40k-row manifest that fails
+one row at a time costs a user an afternoon.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from featbank.errors import ManifestError
+
+REQUIRED = ("video_id", "path")
+RESERVED = ("video_id", "path", "group", "prompt")
+META_PREFIX = "meta_"
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest: the table plus where its relative paths are resolved from."""
+
+    source: Path
+    root: Path
+    table: pd.DataFrame
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [c for c in self.table.columns if c not in RESERVED and not c.startswith(META_PREFIX)]
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self.table["video_id"].tolist()
+
+    @property
+    def groups(self) -> pd.Series | None:
+        return self.table["group"] if "group" in self.table.columns else None
+
+    def media_paths(self) -> list[Path]:
+        return [self.root / p for p in self.table["path"]]
+
+    def labels(self, targets: list[str]) -> pd.DataFrame:
+        missing = [t for t in targets if t not in self.label_columns]
+        if missing:
+            raise ManifestError(
+                f"{self.source}: no label column(s) {', '.join(missing)}; "
+                f"label columns are: {', '.join(self.label_columns) or '(none)'}"
+            )
+        return self.table[targets].astype("float64")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist")
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype={"video_id": str, "path": str, "group": str, "prompt": str})
+    except Exception as exc:  # the parsers raise many types; the user needs one message
+        raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
+
+
+def _row_list(rows: pd.Index | list[int]) -> str:
+    rows = list(rows)
+    shown = ", ".join(str(r + 2) for r in rows[:MAX_LISTED])  # +2: header line, 1-based
+    more = f" and {len(rows) - MAX_LISTED} more" if len(rows) > MAX_LISTED else ""
+    return f"line(s) {shown}{more}"
+
+
+def _escapes_root(rel: str) -> bool:
+    norm = os.path.normpath(rel)
+    return os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep)
+
+
+def _problems(table: pd.DataFrame, root: Path, check_files: bool) -> list[str]:
+    problems: list[str] = []
+    missing_cols = [c for c in REQUIRED if c not in table.columns]
+    if missing_cols:
+        return [f"missing required column(s): {', '.join(missing_cols)}"]
+    for col in REQUIRED:
+        empty = table.index[table[col].isna() | (table[col].astype(str).str.strip() == "")]
+        if len(empty):
+            problems.append(f"empty {col} at {_row_list(empty)}")
+    dup = table.index[table["video_id"].duplicated(keep=False) & table["video_id"].notna()]
+    if len(dup):
+        problems.append(f"duplicate video_id at {_row_list(dup)}")
+    paths = table["path"].fillna("").astype(str)
+    escaping = table.index[paths.map(_escapes_root)]
+    if len(escaping):
+        problems.append(f"path is absolute or escapes the manifest root at {_row_list(escaping)}")
+    if check_files:
+        ok = paths.ne("") & ~paths.map(_escapes_root)
+        absent = [i for i in table.index[ok] if not (root / paths[i]).is_file()]
+        if absent:
+            problems.append(f"file not found at {_row_list(absent)} (first: {root / paths[absent[0]]})")
+    for col in table.columns:
+        if col in RESERVED or col.startswith(META_PREFIX):
+            continue
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = table.index[values.isna()]
+        if len(bad):
+            problems.append(f"label {col!r} is non-numeric or NaN at {_row_list(bad)}")
+    return problems
+
+
+def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None,
+                  check_files: bool = True) -> Manifest:
+    """Read and validate a manifest; raise one :class:`ManifestError` listing every problem."""
+    source = Path(path)
+    table = _read_table(source).reset_index(drop=True)
+    base = Path(root) if root is not None else source.parent
+    problems = _problems(table, base, check_files)
+    if problems:
+        raise ManifestError(f"manifest {source} is invalid:\n  - " + "\n  - ".join(problems))
+    table["video_id"] = table["video_id"].astype(str)
+    if "group" in table.columns:
+        table["group"] = table["group"].astype(str)
+    return Manifest(source=source, root=base, table=table)

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny real media files and small test extractors registered for the session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import extractors
+from extractors.base import Extractor
+from featbank.sampling import Clips, KeyFrames
+
+REALDATA = Path(os.environ.get("FEATBANK_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip(f"real data not present at {REALDATA}")
+    return REALDATA
+
+
+def moving_frames(n: int, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """A textured pattern drifting right by one pixel per frame: every frame differs."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(h, w + n, 3), dtype=np.uint8)
+    return np.stack([base[:, i:i + w] for i in range(n)])
+
+
+@pytest.fixture
+def make_video(tmp_path: Path):
+    from featbank.synth import write_video
+
+    def make(name: str = "clip.mp4", n: int = 30, fps: float = 15.0, audio: bool = True,
+             h: int = 48, w: int = 64, seed: int = 0) -> Path:
+        sound = None
+        if audio:
+            t = np.arange(int(16000 * n / fps)) / 16000
+            sound = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        return write_video(tmp_path / name, moving_frames(n, h, w, seed), fps, audio=sound)
+
+    return make
+
+
+class MeanColour(Extractor):
+    """Test extractor: mean RGB of the key frame. Cheap and exactly predictable."""
+
+    name = "test-mean"
+    version = "1"
+    batch_size = 3
+
+    @property
+    def sampling(self):
+        return KeyFrames(max_steps=8)
+
+    def feature_names(self) -> list[str]:
+        return ["r", "g", "b"]
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        return batch[:, 0].reshape(batch.shape[0], -1, 3).mean(1).astype(np.float32)
+
+
+class ClipSpread(Extractor):
+    """Test extractor over 4-frame clips: records which frames it saw (via mean intensity)."""
+
+    name = "test-clip"
+    version = "1"
+
+    @property
+    def sampling(self):
+        return Clips(frames=4, max_steps=8)
+
+    def feature_names(self) -> list[str]:
+        return ["mean", "spread"]
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        m = batch.reshape(batch.shape[0], batch.shape[1], -1).mean(-1)
+        return np.stack([m.mean(1), m.std(1)], 1).astype(np.float32)
+
+
+class Exploding(MeanColour):
+    """Test extractor that always raises: its failures must stay its own."""
+
+    name = "test-boom"
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("kaboom")
+
+
+for _cls in (MeanColour, ClipSpread, Exploding):
+    extractors.register(_cls)

@@ -1,0 +1,96 @@
+"""The bank's guarantees: content keys, chunk-wise commits, resumability, validation."""
+
+import numpy as np
+import pytest
+
+from featbank.bank import ABSENT, FAILED, OK, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord, StepFeatures
+from featbank.errors import BankError
+from featbank.media import MediaInfo
+
+LAYOUT = GroupLayout(pooled_dim=4, max_steps=3, step_dim=2, frames_per_step=1)
+INFO = MediaInfo(n_frames=30, fps=15.0, width=8, height=6, has_audio=False)
+
+
+def digest(i: int) -> bytes:
+    return (i + 1).to_bytes(32, "big")  # never all zeros, like a real SHA-256
+
+
+def ok_row(value: float) -> StepFeatures:
+    return StepFeatures(status=OK, pooled=np.full(4, value, np.float32),
+                        steps=np.full((2, 2), value, np.float32), mask=np.array([True, True]),
+                        timestamps=np.array([0.0, 1.0], np.float32),
+                        frame_indices=np.array([[0], [15]], np.int32))
+
+
+def test_register_is_idempotent_and_dedups(tmp_path):
+    bank = FeatureBank(tmp_path / "b.zarr")
+    rows = bank.register([digest(1), digest(2), digest(1)])
+    assert rows.tolist() == [0, 1, 0]
+    assert bank.register([digest(2), digest(3)]).tolist() == [1, 2]
+    assert bank.count == 3 and bank.capacity == ROW_CHUNK
+    reopened = FeatureBank(tmp_path / "b.zarr", mode="r")
+    assert reopened.rows_of([digest(3), digest(9)]).tolist() == [2, -1]
+
+
+def test_growth_past_one_chunk_keeps_groups_aligned(tmp_path):
+    bank = FeatureBank(tmp_path / "b.zarr")
+    bank.ensure_group("x@1", LAYOUT, {"extractor": "x"})
+    bank.register([digest(i) for i in range(ROW_CHUNK + 5)])
+    assert bank.group("x@1")["pooled"].shape == (2 * ROW_CHUNK, 4)
+    assert bank.validate() == []
+
+
+def test_commit_writes_rows_and_records_failures(tmp_path):
+    bank = FeatureBank(tmp_path / "b.zarr")
+    bank.ensure_group("x@1", LAYOUT, {"extractor": "x"})
+    rows = bank.register([digest(i) for i in range(3)])
+    bank.commit(rows, {0: ItemRecord(INFO, 10), 1: ItemRecord(None, 0), 2: ItemRecord(INFO, 12)},
+                {"x@1": {0: ok_row(1.0), 1: StepFeatures(status=FAILED, error="broken file"),
+                         2: StepFeatures(status=ABSENT, error="no audio track")}},
+                ids={0: "a", 1: "b", 2: "c"})
+    assert bank.status("x@1").tolist() == [OK, FAILED, ABSENT]
+    X, status = bank.pooled("x@1", np.array([2, 0]))
+    assert np.isnan(X[0]).all() and X[1].tolist() == [1.0] * 4
+    g = bank.group("x@1")
+    assert g["mask"][0].tolist() == [True, True, False]  # third step beyond this item's length
+    assert g["frame_indices"][0, :, 0].tolist() == [0, 15, -1]
+    assert bank.items["fps"][0] == 15.0 and bank.items["probe"][1] == FAILED
+    failures = bank.failures("x@1")
+    assert [f["video_id"] for f in failures.values()] == ["b"]
+    assert bank.validate() == []
+    # a later success clears the failure record
+    bank.commit(np.array([1]), {1: ItemRecord(INFO, 5)}, {"x@1": {1: ok_row(2.0)}}, ids={1: "b"})
+    assert bank.failures("x@1") == {} and bank.status("x@1").tolist() == [OK, OK, ABSENT]
+
+
+def test_validate_detects_broken_invariants(tmp_path):
+    bank = FeatureBank(tmp_path / "b.zarr")
+    bank.ensure_group("x@1", LAYOUT, {"extractor": "x"})
+    bank.register([digest(1), digest(2)])
+    g = bank.group("x@1")
+    g["status"][0] = OK  # committed status without data: a half-written row
+    g["status"][1] = FAILED  # failed without an error record
+    problems = bank.validate()
+    assert any("non-finite pooled" in p for p in problems)
+    assert any("without an error record" in p for p in problems)
+
+
+def test_layout_mismatch_and_missing_bank_are_errors(tmp_path):
+    bank = FeatureBank(tmp_path / "b.zarr")
+    bank.ensure_group("x@1", LAYOUT, {})
+    with pytest.raises(BankError, match="layout"):
+        bank.ensure_group("x@1", GroupLayout(5, 3, 2, 1), {})
+    with pytest.raises(BankError, match="no feature bank"):
+        FeatureBank(tmp_path / "absent.zarr", mode="r")
+    with pytest.raises(BankError, match="no feature group"):
+        bank.group("y@2")
+
+
+def test_uncommitted_rows_stay_pending(tmp_path):
+    """Data written without its status chunk (a kill between the two) is invisible and redone."""
+    bank = FeatureBank(tmp_path / "b.zarr")
+    bank.ensure_group("x@1", LAYOUT, {})
+    bank.register([digest(1)])
+    bank.group("x@1")["pooled"][0] = np.ones(4)
+    assert bank.status("x@1").tolist() == [PENDING]
+    assert bank.validate() == []
