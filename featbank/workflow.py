@@ -115,7 +115,7 @@ def predict_manifest(manifest_path: Path, bank_path: Path, model_dir: Path, out_
     ensemble = FittedEnsemble.load(model_dir)
     if not (bank_path / "zarr.json").is_file():
         raise BankError(f"no feature bank at {bank_path}; the model's features are looked up there")
-    keys = list(ensemble.block_keys)
+    keys = list(ensemble.block_dims)
     extract_manifest(manifest_path, bank_path, _extractor_specs(bank_path, keys), device=device,
                      weights_dir=weights_dir, progress=progress)
     manifest = load_manifest(manifest_path)

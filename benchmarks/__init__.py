@@ -1,0 +1,1 @@
+"""On-demand benchmarks (``./run.sh bench [name]``); they print medians and side-by-side ratios."""

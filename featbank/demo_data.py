@@ -1,0 +1,405 @@
+"""A small synthetic VQA dataset with known ground truth, for the demo and end-to-end tests.
+
+Real datasets need downloads and licences; this one is made on the spot, yet its labels carry
+real signal: each label follows from distortions that are actually applied to the pixels and the
+audio, so features that see blur, noise, blocking, stutter or colour shifts can predict it.
+
+Pipeline, one clip at a time (memory stays at one clip): procedural **sources** (six visually
+different patterns with fine detail, each with its own sound) → graded **distortions** →
+**labels** → **writing** (H.264/AAC MP4 via :mod:`featbank.synth`) → :func:`synthesize`, which
+also writes ``manifest.csv``.
+
+Distortion levels run from 0 (none) to 4 (strong). Every distortion of every variant draws its
+level independently with probabilities ``LEVEL_PROBS = (0.50, 0.15, 0.13, 0.11, 0.11)``, so level
+0 stays common and no two distortions are correlated by construction:
+
+============  ==========================================  ======================================
+distortion    what levels 0 … 4 do                         label it drives
+============  ==========================================  ======================================
+blur          Gaussian, sigma 0, 0.7, 1.4, 2.4, 3.6 px     ``blur``
+noise         additive Gaussian, sd 0 … 0.13 (of 0..1)     ``noise``
+compression   x264 crf 18, 27, 33, 39, 45; levels 3 and    ``artifact``
+              4 also downscale to 3/4 and 1/2 first
+stutter       every kept frame held for 1, 2, 3, 4, 6      ``temporal``
+color         hue rotation 0 … 60 deg, saturation 1 …      ``color``
+              0.3, warm cast 0 … 0.10
+audio_noise   white noise on the audio, sd 0 … 0.07        ``overall`` (a little)
+============  ==========================================  ======================================
+
+Labels (FineVD's six dimensions, 1–5). With ``l_x`` the level of distortion ``x``::
+
+    q(l; s)  = 1 + 3.8 * exp(-(l / s) ** 1.5)        # 4.8 when pristine, smooth and decreasing
+    color    = q(l_color; 3.0)        noise    = q(l_noise; 2.5)
+    artifact = q(l_compression; 2.2)  blur     = q(l_blur; 2.5)
+    temporal = q(l_stutter; 2.8)
+    overall  = softmin(dims) - 0.08 * l_audio_noise
+    softmin(dims) = -0.8 * log(sum_d w_d * exp(-dim_d / 0.8))
+                    w = color 0.15, noise 0.20, artifact 0.25, blur 0.25, temporal 0.15
+
+``overall`` is computed from the noise-free dimension scores; then every label (overall included)
+gets independent rater noise N(0, 0.15²) and is clipped to [1, 5]. The soft-min makes the worst
+dimension dominate, as in human ratings, while the weights keep it from being a plain minimum.
+
+The manifest holds ``video_id``, ``path`` (``videos/<video_id>.mp4``), ``group`` (the source,
+``srcNN``), the six labels, and each level as ``meta_level_<distortion>``: the ``meta_`` prefix
+makes :mod:`featbank.manifest` treat them as information, never as labels to fit.
+
+Determinism: every random draw comes from a generator keyed by ``(seed, purpose, source,
+variant)``, so a seed fixes every label and every frame, independently of the order of generation.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from featbank.synth import write_video
+
+SAMPLE_RATE = 16000
+DISTORTIONS = ("blur", "noise", "compression", "stutter", "color", "audio_noise")
+LABELS = ("color", "noise", "artifact", "blur", "temporal", "overall")
+LEVEL_PROBS = (0.50, 0.15, 0.13, 0.11, 0.11)
+LEVEL_PREFIX = "meta_level_"
+
+# Purposes of the random streams (see ``_rng``): separate streams keep the labels independent of
+# how pixels are rendered, and a source independent of its variants.
+_SOURCE, _LEVELS, _PIXEL_NOISE, _RATERS = range(4)
+
+Pattern = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+Sound = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _rng(seed: int, purpose: int, *keys: int) -> np.random.Generator:
+    """A generator for one purpose of one source/variant, reproducible on its own."""
+    return np.random.default_rng([seed, purpose, *keys])
+
+
+# --------------------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Source:
+    """A pristine clip: ``(T, H, W, 3)`` float32 frames in [0, 1] and mono float32 audio."""
+
+    frames: np.ndarray
+    audio: np.ndarray
+
+
+def _grid(n_frames: int, fps: float,
+          size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time (s) and pixel coordinates, shaped to broadcast to ``(T, H, W)``."""
+    height, width = size
+    t = (np.arange(n_frames, dtype=np.float32) / fps)[:, None, None]
+    y = np.arange(height, dtype=np.float32)[None, :, None]
+    x = np.arange(width, dtype=np.float32)[None, None, :]
+    return t, y, x
+
+
+def _palette(value: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """Map a scalar field to RGB with a cosine palette; ``phase`` (3,) gives a source its hues."""
+    return 0.5 + 0.5 * np.cos(2 * np.pi * (value[..., None] + phase))
+
+
+def _gratings(t: np.ndarray, y: np.ndarray, x: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
+    """Drifting gratings, one coarse, one medium, one fine (cycles/px): structure plus detail."""
+    value = np.zeros(np.broadcast_shapes(t.shape, y.shape, x.shape), dtype=np.float32)
+    for low, high in ((0.01, 0.03), (0.05, 0.1), (0.15, 0.22)):
+        theta, freq, speed = rng.uniform(0, np.pi), rng.uniform(low, high), rng.uniform(0.5, 2.0)
+        value += np.sin(2 * np.pi * (freq * (x * np.cos(theta) + y * np.sin(theta)) - speed * t))
+    return _palette(value / 6, rng.uniform(0, 1, 3))
+
+
+def _rotating_checker(t: np.ndarray, y: np.ndarray, x: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """A spinning checkerboard disc over a gradient: hard edges at every orientation."""
+    height, width = y.shape[1], x.shape[2]
+    cell, turns = rng.uniform(5, 10), rng.uniform(0.2, 0.6) * rng.choice([-1, 1])
+    angle = 2 * np.pi * turns * t
+    dx, dy = x - width / 2, y - height / 2
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = dy * np.cos(angle) - dx * np.sin(angle)
+    checker = ((np.floor(u / cell) + np.floor(v / cell)) % 2)[..., None]
+    light, dark, top, bottom = rng.uniform(0, 1, (4, 3)).astype(np.float32)
+    disc = light * checker + dark * (1 - checker)
+    background = top + (bottom - top) * (y / height)[..., None]
+    inside = (dx**2 + dy**2 < (0.45 * min(height, width)) ** 2)[..., None]
+    return np.where(inside, disc, background)
+
+
+def _moving_shapes(t: np.ndarray, y: np.ndarray, x: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Striped discs on Lissajous paths over a drifting diagonal gradient."""
+    height, width = y.shape[1], x.shape[2]
+    start, end = rng.uniform(0, 1, (2, 3)).astype(np.float32)
+    ramp = ((x / width + y / height) / 2 + 0.1 * np.sin(2 * np.pi * 0.25 * t)) % 1
+    frames = start + (end - start) * ramp[..., None]
+    for _ in range(4):
+        radius = rng.uniform(0.08, 0.18) * min(height, width)
+        (freq_x, freq_y), (phase_x, phase_y) = rng.uniform(0.1, 0.5, 2), rng.uniform(0, 2 * np.pi, 2)
+        cx = width / 2 + 0.35 * width * np.sin(2 * np.pi * freq_x * t + phase_x)
+        cy = height / 2 + 0.35 * height * np.sin(2 * np.pi * freq_y * t + phase_y)
+        stripes = 0.75 + 0.25 * np.sin(2 * np.pi * 0.3 * (x - cx))
+        colour = rng.uniform(0, 1, 3).astype(np.float32) * stripes[..., None]
+        inside = ((x - cx) ** 2 + (y - cy) ** 2 < radius**2)[..., None]
+        frames = np.where(inside, colour, frames)
+    return frames
+
+
+def _scrolling_texture(t: np.ndarray, y: np.ndarray, x: np.ndarray,
+                       rng: np.random.Generator) -> np.ndarray:
+    """A fixed noise-free texture (random 2-D sinusoids) scrolling at constant velocity."""
+    velocity_x, velocity_y = rng.uniform(-30, 30, 2)
+    xs, ys = x - velocity_x * t, y - velocity_y * t
+    value = np.zeros(np.broadcast_shapes(t.shape, y.shape, x.shape), dtype=np.float32)
+    for _ in range(6):
+        freq, theta, phase = rng.uniform(0.01, 0.12), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+        value += np.sin(2 * np.pi * freq * (xs * np.cos(theta) + ys * np.sin(theta)) + phase)
+    return _palette(value / 8, rng.uniform(0, 1, 3))
+
+
+def _zone_plate(t: np.ndarray, y: np.ndarray, x: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+    """Rings expanding from a wandering centre, ever finer outwards (up to ~0.2 cycles/px)."""
+    height, width = y.shape[1], x.shape[2]
+    wander, speed = rng.uniform(0.1, 0.4), rng.uniform(1, 3)
+    cx = width / 2 + 0.2 * width * np.cos(2 * np.pi * wander * t)
+    cy = height / 2 + 0.2 * height * np.sin(2 * np.pi * wander * t)
+    k = 0.3 * np.pi / np.hypot(height, width)
+    value = np.cos(k * ((x - cx) ** 2 + (y - cy) ** 2) - 2 * np.pi * speed * t)
+    return _palette(value / 4, rng.uniform(0, 1, 3))
+
+
+def _plasma_grid(t: np.ndarray, y: np.ndarray, x: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Smooth colour plasma under a drifting 1-px grid: flat areas and thin lines in one frame."""
+    a, b, c = rng.uniform(8, 20, 3)
+    value = np.sin(x / a + t) + np.sin(y / b - 1.3 * t) + np.sin((x + y) / c + 0.7 * t)
+    frames = _palette(value / 6, rng.uniform(0, 1, 3))
+    spacing, drift = int(rng.integers(6, 12)), rng.uniform(5, 15)
+    lines = (np.floor(x + drift * t) % spacing == 0) | (np.floor(y + drift * t) % spacing == 0)
+    return np.where(lines[..., None], 0.5 * frames, frames)
+
+
+PATTERNS: tuple[Pattern, ...] = (_gratings, _rotating_checker, _moving_shapes, _scrolling_texture,
+                                 _zone_plate, _plasma_grid)
+
+
+def _envelope(t: np.ndarray, period: float, attack: float = 0.02,
+              decay: float = 3.0) -> np.ndarray:
+    """Repeating attack-decay envelope: onsets like real sounds, and no clicks at restarts."""
+    phase = t % period
+    return np.minimum(phase / attack, 1.0) * np.exp(-decay * phase)
+
+
+def _chord(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A major or minor triad on a random root, struck again every beat."""
+    root, third = rng.uniform(150, 400), rng.choice([5 / 4, 6 / 5])
+    tones = sum(np.sin(2 * np.pi * root * ratio * t) for ratio in (1.0, third, 1.5))
+    return tones * _envelope(t, rng.uniform(0.5, 1.0))
+
+
+def _chirp(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A rising sweep, repeated; the phase is the integral of the linearly rising frequency."""
+    period, low = rng.uniform(0.5, 1.0), rng.uniform(200, 500)
+    high, tau = low * rng.uniform(2, 4), t % period
+    phase = 2 * np.pi * (low * tau + (high - low) * tau**2 / (2 * period))
+    return np.sin(phase) * _envelope(t, period, decay=1.5)
+
+
+def _arpeggio(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A pentatonic arpeggio; each note restarts its envelope so note changes do not click."""
+    root, note_length = rng.uniform(200, 450), rng.uniform(0.15, 0.3)
+    steps = np.array([0, 2, 4, 7, 9])[(t // note_length).astype(int) % 5]
+    freq = root * 2 ** (steps / 12)
+    return np.sin(2 * np.pi * freq * (t % note_length)) * _envelope(t, note_length, decay=8.0)
+
+
+SOUNDS: tuple[Sound, ...] = (_chord, _chirp, _arpeggio)
+
+
+def make_source(index: int, seconds: float, size: tuple[int, int], fps: float, seed: int,
+                sample_rate: int = SAMPLE_RATE) -> Source:
+    """Source ``index`` of a seed: pattern and sound cycle through the catalogues above, so
+    consecutive sources look and sound different; their parameters are drawn from ``seed``."""
+    rng = _rng(seed, _SOURCE, index)
+    n_frames = max(1, round(seconds * fps))
+    pattern = PATTERNS[index % len(PATTERNS)]
+    frames = np.clip(pattern(*_grid(n_frames, fps, size), rng), 0, 1).astype(np.float32)
+    t = np.arange(round(n_frames / fps * sample_rate)) / sample_rate
+    sound = SOUNDS[index % len(SOUNDS)](t, rng)
+    audio = (0.3 * sound / max(np.abs(sound).max(), 1e-9)).astype(np.float32)
+    return Source(frames=frames, audio=audio)
+
+
+# ----------------------------------------------------------------------------------- distortions
+
+BLUR_SIGMA = (0.0, 0.7, 1.4, 2.4, 3.6)
+NOISE_SD = (0.0, 0.02, 0.045, 0.08, 0.13)
+CRF = (18, 27, 33, 39, 45)
+RESCALE = (1.0, 1.0, 1.0, 0.75, 0.5)
+HOLD = (1, 2, 3, 4, 6)
+HUE_DEGREES = (0.0, 12.0, 25.0, 40.0, 60.0)
+SATURATION = (1.0, 0.85, 0.7, 0.5, 0.3)
+WARM_CAST = (0.0, 0.02, 0.04, 0.07, 0.10)
+AUDIO_NOISE_SD = (0.0, 0.005, 0.015, 0.035, 0.07)
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def sample_levels(rng: np.random.Generator) -> dict[str, int]:
+    """One independent level per distortion, so levels vary and are not correlated by design."""
+    return {name: int(rng.choice(len(LEVEL_PROBS), p=LEVEL_PROBS)) for name in DISTORTIONS}
+
+
+def _blur(frames: np.ndarray, level: int) -> np.ndarray:
+    """Spatial Gaussian blur within each frame (never across time or channels)."""
+    sigma = BLUR_SIGMA[level]
+    return ndimage.gaussian_filter(frames, sigma=(0, sigma, sigma, 0)) if sigma else frames
+
+
+def _colour_matrix(level: int) -> np.ndarray:
+    """Hue rotation about the grey axis (Rodrigues' formula), then desaturation towards luma."""
+    theta = np.deg2rad(HUE_DEGREES[level])
+    axis = np.ones(3) / np.sqrt(3)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = (np.cos(theta) * np.eye(3) + np.sin(theta) * cross
+                + (1 - np.cos(theta)) * np.outer(axis, axis))
+    saturation = SATURATION[level]
+    desaturate = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _LUMA)
+    return desaturate @ rotation
+
+
+def _shift_colour(frames: np.ndarray, level: int) -> np.ndarray:
+    """Rotate hues, desaturate and add a warm cast, all growing with the level."""
+    if level == 0:
+        return frames
+    cast = WARM_CAST[level] * np.array([1.0, 0.3, -1.0])
+    return frames @ _colour_matrix(level).T.astype(np.float32) + cast.astype(np.float32)
+
+
+def _add_noise(frames: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    """Sensor-like additive Gaussian noise, fresh in every frame."""
+    sd = NOISE_SD[level]
+    return frames + sd * rng.standard_normal(frames.shape, dtype=np.float32) if sd else frames
+
+
+def _hold_frames(frames: np.ndarray, level: int) -> np.ndarray:
+    """Stutter: show every k-th frame k times, keeping the frame count (and duration) unchanged."""
+    hold = HOLD[level]
+    return frames[(np.arange(len(frames)) // hold) * hold]
+
+
+def _rescale(pixels: np.ndarray, level: int) -> np.ndarray:
+    """Down- then upscale, as streaming ladders do before encoding at the lowest bitrates."""
+    scale = RESCALE[level]
+    if scale == 1.0:
+        return pixels
+    height, width = pixels.shape[1:3]
+    small = (round(width * scale), round(height * scale))
+    return np.stack([
+        np.asarray(Image.fromarray(frame).resize(small, Image.BILINEAR)
+                   .resize((width, height), Image.BILINEAR))
+        for frame in pixels
+    ])
+
+
+def _noisy_audio(audio: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    """Additive white noise (a hiss), clipped so the track stays in [-1, 1]."""
+    sd = AUDIO_NOISE_SD[level]
+    noisy = audio + sd * rng.standard_normal(audio.shape, dtype=np.float32) if sd else audio
+    return np.clip(noisy, -1, 1)
+
+
+def render_variant(source: Source, levels: dict[str, int],
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Apply every distortion but the encoder's crf; return uint8 RGB frames and float audio.
+
+    The order follows a capture-to-delivery chain: optics (blur), colour processing, sensor noise,
+    dropped frames, then the encoder's downscale (the crf is applied by :func:`write_video`).
+    """
+    frames = _blur(source.frames, levels["blur"])
+    frames = _shift_colour(frames, levels["color"])
+    frames = _add_noise(frames, levels["noise"], rng)
+    frames = _hold_frames(frames, levels["stutter"])
+    pixels = _rescale(np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8), levels["compression"])
+    return pixels, _noisy_audio(source.audio, levels["audio_noise"], rng)
+
+
+# ---------------------------------------------------------------------------------------- labels
+
+DRIVER = {"color": "color", "noise": "noise", "artifact": "compression", "blur": "blur",
+          "temporal": "stutter"}
+TOLERANCE = {"color": 3.0, "noise": 2.5, "artifact": 2.2, "blur": 2.5, "temporal": 2.8}
+OVERALL_WEIGHTS = {"color": 0.15, "noise": 0.20, "artifact": 0.25, "blur": 0.25, "temporal": 0.15}
+SOFTMIN_TAU = 0.8
+AUDIO_PENALTY = 0.08
+RATER_SD = 0.15
+
+
+def _quality(level: int, tolerance: float) -> float:
+    """4.8 when pristine, falling smoothly towards 1; ``tolerance`` is how much a dimension bears."""
+    return 1 + 3.8 * float(np.exp(-((level / tolerance) ** 1.5)))
+
+
+def _soft_min(scores: dict[str, float]) -> float:
+    """Weighted soft-min: the worst dimension dominates, but not entirely, as in human ratings."""
+    total = sum(w * np.exp(-scores[d] / SOFTMIN_TAU) for d, w in OVERALL_WEIGHTS.items())
+    return float(-SOFTMIN_TAU * np.log(total))
+
+
+def labels_for(levels: dict[str, int], rng: np.random.Generator) -> dict[str, float]:
+    """The six 1–5 labels of one variant (formula in the module docstring), rater noise included."""
+    scores = {dim: _quality(levels[driver], TOLERANCE[dim]) for dim, driver in DRIVER.items()}
+    scores["overall"] = _soft_min(scores) - AUDIO_PENALTY * levels["audio_noise"]
+    noisy = {dim: scores[dim] + rng.normal(0, RATER_SD) for dim in LABELS}
+    return {dim: round(float(np.clip(value, 1, 5)), 4) for dim, value in noisy.items()}
+
+
+# --------------------------------------------------------------------------------------- writing
+
+
+def _manifest_row(video_id: str, group: str, levels: dict[str, int],
+                  labels: dict[str, float]) -> dict:
+    """Ids, the path relative to the manifest, the labels, then the levels as ``meta_`` columns."""
+    row = {"video_id": video_id, "path": f"videos/{video_id}.mp4", "group": group}
+    row.update(labels)
+    row.update({LEVEL_PREFIX + name: level for name, level in levels.items()})
+    return row
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def synthesize(out_dir: Path, n_sources: int = 6, variants: int = 12, seconds: float = 4.0,
+               size: tuple[int, int] = (144, 192), fps: int = 15, seed: int = 0) -> Path:
+    """Write ``n_sources * variants`` labelled MP4s under ``out_dir/videos``; return the manifest.
+
+    ``size`` is ``(height, width)`` and must be even; ``seed`` (>= 0) fixes every label and frame.
+    ``group`` is the source id, so grouped folds never split one content across train and test.
+    """
+    if n_sources < 1 or variants < 1 or seconds <= 0:
+        raise ValueError("synthesize needs n_sources >= 1, variants >= 1 and seconds > 0")
+    out_dir = Path(out_dir)
+    rows = []
+    for s in range(n_sources):
+        source, group = make_source(s, seconds, size, fps, seed), f"src{s:02d}"
+        for v in range(variants):
+            video_id = f"{group}_v{v:02d}"
+            levels = sample_levels(_rng(seed, _LEVELS, s, v))
+            frames, audio = render_variant(source, levels, _rng(seed, _PIXEL_NOISE, s, v))
+            write_video(out_dir / "videos" / f"{video_id}.mp4", frames, fps, audio, SAMPLE_RATE,
+                        crf=CRF[levels["compression"]])
+            labels = labels_for(levels, _rng(seed, _RATERS, s, v))
+            rows.append(_manifest_row(video_id, group, levels, labels))
+    return _write_manifest(out_dir / "manifest.csv", rows)

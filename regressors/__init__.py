@@ -1,0 +1,7 @@
+"""Regressors mapping banked features to MOS: named sklearn pipelines, a torch MLP head, safe persistence."""
+
+from regressors.learners import LEARNERS, make_learner
+from regressors.mlp import MLPHeadRegressor
+from regressors.persist import load_learner, save_learner
+
+__all__ = ["LEARNERS", "MLPHeadRegressor", "load_learner", "make_learner", "save_learner"]

@@ -1,0 +1,95 @@
+"""Save and load fitted learners without unpickling arbitrary objects.
+
+A fitted model is often shared as a file, and unpickling a file runs whatever code it names. The
+skops format instead stores a JSON schema plus numpy arrays and only instantiates types the
+loader trusts. skops on its own trusts every scikit-learn class; here the trust is narrowed to an
+explicit allowlist: the types that :func:`regressors.make_learner` pipelines actually contain.
+Every type a file references is read from its schema and checked before anything is built.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import skops.io as sio
+from lightgbm import Booster, LGBMRegressor
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.linear_model import ElasticNetCV, RidgeCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR
+
+from featbank.errors import FeatbankError
+from regressors.mlp import MLPHeadRegressor
+
+_TRUSTED_CLASSES: tuple[type, ...] = (
+    # containers and scalars that skops encodes structurally
+    dict, list, tuple, str, int, float, bool, type(None), OrderedDict, defaultdict,
+    np.ndarray, np.dtype, np.float64, np.float32, np.int64, np.int32, np.bool_,
+    # make_learner's pipeline parts
+    Pipeline, SimpleImputer, StandardScaler, TransformedTargetRegressor,
+    SVR, ElasticNetCV, LGBMRegressor, Booster, KernelRidge, RidgeCV, MLPHeadRegressor,
+)  # fmt: skip
+
+TRUSTED_TYPES: frozenset[str] = frozenset(f"{c.__module__}.{c.__qualname__}" for c in _TRUSTED_CLASSES)
+"""Fully qualified names of the only types a learner file may reference.
+
+Derived from the classes themselves so that a library moving a class between private modules
+does not silently change what is trusted.
+"""
+
+
+def _referenced_types(data: bytes, source: str) -> set[str]:
+    """Every ``module.Class`` named anywhere in a skops file's schema."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise FeatbankError(f"{source} is not a skops learner file ({error})") from error
+    found: set[str] = set()
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def _check_trusted(data: bytes, source: str) -> None:
+    untrusted = _referenced_types(data, source) - TRUSTED_TYPES
+    if untrusted:
+        raise FeatbankError(
+            f"{source} references types outside the learner allowlist: {', '.join(sorted(untrusted))}"
+        )
+
+
+def save_learner(estimator: Any, path: str | Path) -> None:
+    """Write a fitted learner as a skops file.
+
+    Refuses (FeatbankError) estimators containing types :func:`load_learner` would reject, so an
+    unloadable file is never written.
+    """
+    data = sio.dumps(estimator)
+    _check_trusted(data, f"learner {type(estimator).__name__}")
+    Path(path).write_bytes(data)
+
+
+def load_learner(path: str | Path) -> Any:
+    """Load a learner written by :func:`save_learner`; FeatbankError for any type not allowlisted."""
+    path = Path(path)
+    data = path.read_bytes()
+    _check_trusted(data, str(path))
+    # Every type skops would refuse has just been checked against the allowlist.
+    return sio.loads(data, trusted=sio.get_untrusted_types(data=data))

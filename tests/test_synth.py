@@ -1,0 +1,135 @@
+"""The media writer and the demo dataset: real files that decode, and labels that mean something."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import av
+import decord
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from featbank import demo_data
+from featbank.synth import write_image, write_video
+
+TINY = dict(n_sources=2, variants=3, seconds=1.5, size=(48, 64), fps=10)
+
+
+def _frames(n: int, h: int, w: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+
+
+def _audio_streams(path: Path) -> list:
+    with av.open(str(path)) as container:
+        return list(container.streams.audio)
+
+
+def _decoded_audio_samples(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(frame.samples for frame in container.decode(audio=0))
+
+
+def _read_manifest(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _labels(path: Path) -> np.ndarray:
+    return np.array([[float(r[c]) for c in demo_data.LABELS] for r in _read_manifest(path)])
+
+
+def _laplacian_variance(frames: np.ndarray) -> float:
+    """Energy of the finest detail: what blur removes first."""
+    grey = frames.astype(np.float64).mean(-1)
+    return float(np.mean([ndimage.laplace(f).var() for f in grey]))
+
+
+def test_write_video_round_trip_with_audio(tmp_path: Path):
+    sr = 16000
+    audio = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * sr) / sr)).astype(np.float32)
+    path = write_video(tmp_path / "a.mp4", _frames(24, 48, 64), fps=12, audio=audio, sample_rate=sr)
+    reader = decord.VideoReader(str(path))
+    assert len(reader) == 24
+    assert reader[0].shape == (48, 64, 3)
+    assert reader.get_avg_fps() == pytest.approx(12, rel=0.01)
+    streams = _audio_streams(path)
+    assert len(streams) == 1 and streams[0].rate == sr
+    assert _decoded_audio_samples(path) >= 2 * sr
+
+
+def test_write_video_without_audio_has_no_audio_stream(tmp_path: Path):
+    path = write_video(tmp_path / "b.mp4", _frames(7, 32, 32), fps=29.97)
+    assert len(decord.VideoReader(str(path))) == 7
+    assert _audio_streams(path) == []
+
+
+@pytest.mark.parametrize("shape", [(5, 33, 64, 3), (5, 32, 63, 3)])
+def test_write_video_rejects_odd_sizes(tmp_path: Path, shape):
+    with pytest.raises(ValueError, match="even width and height"):
+        write_video(tmp_path / "odd.mp4", np.zeros(shape, np.uint8), fps=10)
+
+
+def test_write_image_is_lossless(tmp_path: Path):
+    frame = _frames(1, 20, 30)[0]
+    path = write_image(tmp_path / "still.png", frame)
+    with av.open(str(path)) as container:
+        decoded = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    np.testing.assert_array_equal(decoded, frame)
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory) -> Path:
+    return demo_data.synthesize(tmp_path_factory.mktemp("demo"), seed=3, **TINY)
+
+
+def test_synthesize_writes_a_consistent_manifest(tiny_manifest: Path):
+    rows = _read_manifest(tiny_manifest)
+    levels = [demo_data.LEVEL_PREFIX + name for name in demo_data.DISTORTIONS]
+    assert list(rows[0]) == ["video_id", "path", "group", *demo_data.LABELS, *levels]
+    assert len(rows) == 6
+    assert [r["group"] for r in rows] == ["src00"] * 3 + ["src01"] * 3
+    assert all(r["video_id"].startswith(r["group"] + "_") for r in rows)
+    for row in rows:
+        assert not Path(row["path"]).is_absolute()
+        reader = decord.VideoReader(str(tiny_manifest.parent / row["path"]))
+        assert (len(reader), *reader[0].shape) == (15, 48, 64, 3)
+        assert all(0 <= int(row[c]) <= 4 for c in levels)
+    labels = _labels(tiny_manifest)
+    assert labels.min() >= 1 and labels.max() <= 5
+
+
+def test_synthesized_manifest_loads_with_levels_as_metadata(tiny_manifest: Path):
+    from featbank.manifest import load_manifest
+
+    manifest = load_manifest(tiny_manifest)
+    assert manifest.label_columns == list(demo_data.LABELS)
+
+
+def test_labels_depend_only_on_the_seed(tiny_manifest: Path, tmp_path: Path):
+    again = demo_data.synthesize(tmp_path / "again", seed=3, **TINY)
+    other = demo_data.synthesize(tmp_path / "other", seed=4, **TINY)
+    np.testing.assert_array_equal(_labels(again), _labels(tiny_manifest))
+    assert not np.allclose(_labels(other), _labels(tiny_manifest))
+
+
+def test_labels_fall_with_distortion():
+    pristine = {name: 0 for name in demo_data.DISTORTIONS}
+    rng = np.random.default_rng
+    clean = [demo_data.labels_for(pristine, rng(i)) for i in range(20)]
+    ruined = [demo_data.labels_for(dict.fromkeys(demo_data.DISTORTIONS, 4), rng(i))
+              for i in range(20)]
+    for dim in demo_data.LABELS:
+        assert np.mean([c[dim] for c in clean]) > np.mean([r[dim] for r in ruined]) + 2
+
+
+def test_blur_removes_fine_detail():
+    source = demo_data.make_source(0, seconds=1.0, size=(64, 96), fps=8, seed=0)
+    pristine = {name: 0 for name in demo_data.DISTORTIONS}
+    sharp, _ = demo_data.render_variant(source, pristine, np.random.default_rng(0))
+    blurred, _ = demo_data.render_variant(source, {**pristine, "blur": 4},
+                                          np.random.default_rng(0))
+    assert sharp.shape == blurred.shape == (8, 64, 96, 3)
+    assert _laplacian_variance(blurred) < 0.2 * _laplacian_variance(sharp)
