@@ -1,7 +1,8 @@
 """The ``featbank`` command line: extract → fit → predict, plus bank inspection and the demo.
 
 Exit codes: 0 success · 1 error · 2 invalid manifest or usage · 3 bank problem ·
-4 missing/mismatching weights · 6 run completed but some items failed (recorded in the bank).
+4 missing/mismatching weights · 6 run completed but some items failed (recorded in the bank) ·
+7 a planned feature this version does not implement · 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ typical session:
   featbank info                              # what the bank holds
 
 exit codes: 0 ok, 1 error, 2 invalid manifest/usage, 3 bank problem, 4 missing weights,
-            6 finished but some items failed (see `featbank info --failures`)
+            6 finished but some items failed (see `featbank info --failures`),
+            7 feature not implemented yet, 130 interrupted (committed rows are kept)
 """
 
 
@@ -37,6 +39,11 @@ def _csv(value: str) -> list[str]:
 def _add_bank(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bank", default=DEFAULT_BANK, type=Path,
                    help="Zarr feature bank directory (default: $FEATBANK_BANK or ./featbank.zarr)")
+
+
+def _add_track(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", default=None,
+                   help="check the manifest against a challenge track first (see `featbank tracks`)")
 
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
@@ -71,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor", required=True, type=_csv,
                    help=f"comma-separated extractors: {', '.join(extractors.available())}")
     _add_bank(p)
+    _add_track(p)
     p.add_argument("--device", default="cpu", help="torch device for deep extractors (cpu, cuda, cuda:1)")
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="directory of pretrained checkpoints (default: $FEATBANK_WEIGHTS)")
@@ -85,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True, type=_csv,
                    help="feature groups, comma-separated extractor names or exact bank keys")
     p.add_argument("--targets", type=_csv, default=None,
-                   help="label columns to fit (default: every label column)")
+                   help="label columns to fit (default: the track's labels, else every label column)")
     _add_bank(p)
+    _add_track(p)
     _add_fit_options(p)
     p.add_argument("--out", type=Path, default=Path("runs/fit"), help="output directory (default runs/fit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights-dir", type=Path, default=None)
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("check", help="validate a manifest (and its fit to a track) without doing any work",
+                       description="Reads the manifest, checks every row (files, ids, labels, paths) and, "
+                                   "with --track, the track's requirements; prints a summary. Exit 2 "
+                                   "when anything is wrong, listing every offending line.")
+    p.add_argument("--manifest", required=True, type=Path)
+    _add_track(p)
+
+    sub.add_parser("tracks", help="list the challenge tracks manifests can be checked against")
 
     p = sub.add_parser("info", help="what the bank holds")
     _add_bank(p)
@@ -117,18 +135,31 @@ def build_parser() -> argparse.ArgumentParser:
                                    "audio at graded distortion levels, extracts handcrafted+audio "
                                    "features, fits a stack for six targets, predicts a held-out set.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="working directory (default demo_out)")
-    p.add_argument("--sources", type=int, default=6, help="distinct source clips (default 6)")
-    p.add_argument("--variants", type=int, default=12, help="distorted variants per source (default 12)")
+    p.add_argument("--sources", type=int, default=12, help="distinct source clips (default 12)")
+    p.add_argument("--variants", type=int, default=6, help="distorted variants per source (default 6)")
     p.add_argument("--learners", type=_csv, default=["svr", "elasticnet", "lightgbm", "mlp"])
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--no-progress", action="store_true")
     return parser
 
 
+def _checked_manifest(path: Path, track_name: str | None):
+    """Load and validate the manifest, and check it against ``track_name`` when given."""
+    from featbank.manifest import load_manifest
+    from featbank.tracks import load_track
+
+    manifest = load_manifest(path)
+    track = load_track(track_name) if track_name else None
+    if track is not None:
+        track.check(manifest)
+    return manifest, track
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     from featbank.orchestrate import extract_manifest
     from featbank.weights import weights_dir
 
+    _checked_manifest(args.manifest, args.track)
     report = extract_manifest(args.manifest, args.bank, args.extractor, device=args.device,
                               weights_dir=weights_dir(args.weights_dir), retry_failed=args.retry_failed,
                               progress=not args.no_progress)
@@ -143,7 +174,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from featbank.workflow import fit_manifest
 
-    outcome = fit_manifest(args.manifest, args.bank, args.features, args.targets, args.learners,
+    _, track = _checked_manifest(args.manifest, args.track)
+    targets = args.targets or (list(track.labels) if track else None)
+    outcome = fit_manifest(args.manifest, args.bank, args.features, targets, args.learners,
                            n_splits=args.folds, repeats=args.repeats, seed=args.seed, stack=args.stack,
                            out_dir=args.out, n_jobs=args.jobs, progress=not args.no_progress)
     print(outcome.text)
@@ -158,6 +191,32 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                              weights_dir=weights_dir(args.weights_dir), progress=not args.no_progress)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return EXIT_ITEMS_FAILED if preds.drop(columns="video_id").isna().any(axis=None) else 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    manifest, track = _checked_manifest(args.manifest, args.track)
+    table = manifest.table
+    groups = manifest.groups
+    print(f"{manifest.source}: {len(table)} items"
+          + (f" in {groups.nunique()} groups" if groups is not None else " (no group column)")
+          + (f", fits track {track.name}" if track else ""))
+    labels = manifest.label_columns
+    if labels:
+        print(table[labels].astype("float64").describe().T[["mean", "std", "min", "max"]].to_string())
+    return 0
+
+
+def _cmd_tracks(args: argparse.Namespace) -> int:
+    from featbank.tracks import available, example_manifest, load_track
+
+    for name in available():
+        track = load_track(name)
+        needs = [what for what, flag in (("prompt", track.prompt), ("group", track.group)) if flag]
+        print(f"{name:11s} {track.title}\n            {track.media}s; labels {', '.join(track.labels)}"
+              + (f"; needs {', '.join(needs)}" if needs else "")
+              + (f"; range {track.range[0]:g}-{track.range[1]:g}" if track.range else "")
+              + f"\n            template: {example_manifest(name)}")
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -195,6 +254,9 @@ def _cmd_extractors(args: argparse.Namespace) -> int:
         weights = ex.weights.filename if ex.weights else "no weights"
         print(f"{name:14s} {type(ex.sampling).__name__:14s} step {ex.step_dim:5d}-d  "
               f"pooled {ex.pooled_dim:5d}-d  {weights}")
+    for name, plan in extractors.PLANNED.items():
+        if name not in extractors.REGISTRY:
+            print(f"{name:14s} not implemented yet: {plan}")
     return 0
 
 
@@ -206,7 +268,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"extract": _cmd_extract, "fit": _cmd_fit, "predict": _cmd_predict, "info": _cmd_info,
+COMMANDS = {"extract": _cmd_extract, "fit": _cmd_fit, "predict": _cmd_predict, "check": _cmd_check,
+            "tracks": _cmd_tracks, "info": _cmd_info,
             "validate": _cmd_validate, "extractors": _cmd_extractors, "demo": _cmd_demo}
 
 

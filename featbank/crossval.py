@@ -348,8 +348,9 @@ class FittedEnsemble:
         files: dict[str, dict[str, str]] = {}
         for t, target in enumerate(self.targets):
             files[target] = {}
-            for base, model in self.models[target].items():
-                filename = f"target{t}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', base)}.skops"
+            for b, (base, model) in enumerate(self.models[target].items()):
+                # The index keeps names unique: sanitising alone maps e.g. "x@1" and "x_1" together.
+                filename = f"target{t}-{b}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', base)}.skops"
                 save_learner(model, directory / filename)
                 files[target][base] = filename
         description = {

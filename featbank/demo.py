@@ -19,13 +19,15 @@ from featbank.workflow import fit_manifest, predict_manifest
 DEMO_EXTRACTORS = ["handcrafted", "audio"]
 
 
-def run_demo(out: Path, n_sources: int = 6, variants: int = 12, learners: list[str] | None = None,
-             n_jobs: int = -1, progress: bool = True) -> dict[str, dict[str, float]]:
+def run_demo(out: Path, n_sources: int = 12, variants: int = 6, heldout_variants: int = 4,
+             learners: list[str] | None = None, n_jobs: int = -1,
+             progress: bool = True) -> dict[str, dict[str, float]]:
     """Run the demo in ``out`` and return the held-out scores per target."""
     learners = learners or ["svr", "elasticnet", "lightgbm", "mlp"]
     print(f"[1/5] synthesizing {n_sources}×{variants} training clips and a held-out set in {out}")
     train = synthesize(out / "train", n_sources=n_sources, variants=variants, seed=0)
-    heldout = synthesize(out / "heldout", n_sources=2, variants=max(4, variants // 2), seed=1)
+    # One new source of every pattern family (seed 1: new parameters, new random draws).
+    heldout = synthesize(out / "heldout", n_sources=6, variants=heldout_variants, seed=1)
     bank = out / "bank.zarr"
     print(f"[2/5] extracting {', '.join(DEMO_EXTRACTORS)} into {bank}")
     extract_manifest(train, bank, DEMO_EXTRACTORS, progress=progress)
@@ -36,7 +38,7 @@ def run_demo(out: Path, n_sources: int = 6, variants: int = 12, learners: list[s
     print("[4/5] predicting the held-out set (its features are extracted on the way)")
     submission = out / "submission.csv"
     preds = predict_manifest(heldout, bank, out / "fit" / "model", submission, progress=progress)
-    print("[5/5] held-out scores (unseen source content)")
+    print(f"[5/5] held-out scores ({6 * heldout_variants} clips of 6 sources never seen in training)")
     truth = pd.read_csv(heldout)
     scores = {t: score(truth[t].to_numpy(), preds[t].to_numpy()) for t in LABELS}
     for t, s in scores.items():

@@ -10,8 +10,10 @@ different patterns with fine detail, each with its own sound) → graded **disto
 also writes ``manifest.csv``.
 
 Distortion levels run from 0 (none) to 4 (strong). Every distortion of every variant draws its
-level independently with probabilities ``LEVEL_PROBS = (0.50, 0.15, 0.13, 0.11, 0.11)``, so level
-0 stays common and no two distortions are correlated by construction:
+level independently with probabilities ``LEVEL_PROBS = (0.30, 0.20, 0.20, 0.15, 0.15)``: pristine is
+the likeliest level, yet every label spreads over its range (a label that is mostly tied at
+"pristine" makes rank correlations measure rater noise), and no two distortions are correlated
+by construction:
 
 ============  ==========================================  ======================================
 distortion    what levels 0 … 4 do                         label it drives
@@ -21,8 +23,7 @@ noise         additive Gaussian, sd 0 … 0.13 (of 0..1)     ``noise``
 compression   x264 crf 18, 27, 33, 39, 45; levels 3 and    ``artifact``
               4 also downscale to 3/4 and 1/2 first
 stutter       every kept frame held for 1, 2, 3, 4, 6      ``temporal``
-color         hue rotation 0 … 60 deg, saturation 1 …      ``color``
-              0.3, warm cast 0 … 0.10
+color         saturation 1, 0.75, 0.55, 0.35, 0.15         ``color``
 audio_noise   white noise on the audio, sd 0 … 0.07        ``overall`` (a little)
 ============  ==========================================  ======================================
 
@@ -64,7 +65,7 @@ from featbank.synth import write_video
 SAMPLE_RATE = 16000
 DISTORTIONS = ("blur", "noise", "compression", "stutter", "color", "audio_noise")
 LABELS = ("color", "noise", "artifact", "blur", "temporal", "overall")
-LEVEL_PROBS = (0.50, 0.15, 0.13, 0.11, 0.11)
+LEVEL_PROBS = (0.30, 0.20, 0.20, 0.15, 0.15)
 LEVEL_PREFIX = "meta_level_"
 
 # Purposes of the random streams (see ``_rng``): separate streams keep the labels independent of
@@ -245,9 +246,7 @@ NOISE_SD = (0.0, 0.02, 0.045, 0.08, 0.13)
 CRF = (18, 27, 33, 39, 45)
 RESCALE = (1.0, 1.0, 1.0, 0.75, 0.5)
 HOLD = (1, 2, 3, 4, 6)
-HUE_DEGREES = (0.0, 12.0, 25.0, 40.0, 60.0)
-SATURATION = (1.0, 0.85, 0.7, 0.5, 0.3)
-WARM_CAST = (0.0, 0.02, 0.04, 0.07, 0.10)
+SATURATION = (1.0, 0.75, 0.55, 0.35, 0.15)
 AUDIO_NOISE_SD = (0.0, 0.005, 0.015, 0.035, 0.07)
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -263,24 +262,22 @@ def _blur(frames: np.ndarray, level: int) -> np.ndarray:
     return ndimage.gaussian_filter(frames, sigma=(0, sigma, sigma, 0)) if sigma else frames
 
 
-def _colour_matrix(level: int) -> np.ndarray:
-    """Hue rotation about the grey axis (Rodrigues' formula), then desaturation towards luma."""
-    theta = np.deg2rad(HUE_DEGREES[level])
-    axis = np.ones(3) / np.sqrt(3)
-    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = (np.cos(theta) * np.eye(3) + np.sin(theta) * cross
-                + (1 - np.cos(theta)) * np.outer(axis, axis))
+def _desaturation_matrix(level: int) -> np.ndarray:
+    """Pull every colour towards its BT.601 luma by ``1 - SATURATION[level]``."""
     saturation = SATURATION[level]
-    desaturate = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _LUMA)
-    return desaturate @ rotation
+    return saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _LUMA)
 
 
 def _shift_colour(frames: np.ndarray, level: int) -> np.ndarray:
-    """Rotate hues, desaturate and add a warm cast, all growing with the level."""
+    """Wash the colour out, more with each level.
+
+    Only desaturation: a hue rotation of arbitrary procedural hues is just another palette, and a
+    colour cast on saturated colours clips and can *raise* saturation, so neither would leave a
+    trace a blind (no-reference) model could read consistently.
+    """
     if level == 0:
         return frames
-    cast = WARM_CAST[level] * np.array([1.0, 0.3, -1.0])
-    return frames @ _colour_matrix(level).T.astype(np.float32) + cast.astype(np.float32)
+    return frames @ _desaturation_matrix(level).T.astype(np.float32)
 
 
 def _add_noise(frames: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:

@@ -74,7 +74,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
 
 
-def _row_list(rows: pd.Index | list[int]) -> str:
+def row_list(rows: pd.Index | list[int]) -> str:
     rows = list(rows)
     shown = ", ".join(str(r + 2) for r in rows[:MAX_LISTED])  # +2: header line, 1-based
     more = f" and {len(rows) - MAX_LISTED} more" if len(rows) > MAX_LISTED else ""
@@ -94,26 +94,26 @@ def _problems(table: pd.DataFrame, root: Path, check_files: bool) -> list[str]:
     for col in REQUIRED:
         empty = table.index[table[col].isna() | (table[col].astype(str).str.strip() == "")]
         if len(empty):
-            problems.append(f"empty {col} at {_row_list(empty)}")
+            problems.append(f"empty {col} at {row_list(empty)}")
     dup = table.index[table["video_id"].duplicated(keep=False) & table["video_id"].notna()]
     if len(dup):
-        problems.append(f"duplicate video_id at {_row_list(dup)}")
+        problems.append(f"duplicate video_id at {row_list(dup)}")
     paths = table["path"].fillna("").astype(str)
     escaping = table.index[paths.map(_escapes_root)]
     if len(escaping):
-        problems.append(f"path is absolute or escapes the manifest root at {_row_list(escaping)}")
+        problems.append(f"path is absolute or escapes the manifest root at {row_list(escaping)}")
     if check_files:
         ok = paths.ne("") & ~paths.map(_escapes_root)
         absent = [i for i in table.index[ok] if not (root / paths[i]).is_file()]
         if absent:
-            problems.append(f"file not found at {_row_list(absent)} (first: {root / paths[absent[0]]})")
+            problems.append(f"file not found at {row_list(absent)} (first: {root / paths[absent[0]]})")
     for col in table.columns:
         if col in RESERVED or col.startswith(META_PREFIX):
             continue
         values = pd.to_numeric(table[col], errors="coerce")
         bad = table.index[values.isna()]
         if len(bad):
-            problems.append(f"label {col!r} is non-numeric or NaN at {_row_list(bad)}")
+            problems.append(f"label {col!r} is non-numeric or NaN at {row_list(bad)}")
     return problems
 
 

@@ -82,7 +82,9 @@ class Clips(Sampling):
 
     ``consecutive=False`` spreads them evenly over the second (SlowFast-style clips);
     ``consecutive=True`` takes adjacent frames from the window start, which is what frame-difference
-    statistics need to see duplicated (stuttering) frames. Short windows repeat their last frame.
+    statistics need to see duplicated (stuttering) frames; a window that would run past the last
+    frame slides back inside the video, because a padded copy would read as a dropped frame. Only a
+    video shorter than the window repeats its last frame.
     """
 
     frames: int = 32
@@ -96,8 +98,8 @@ class Clips(Sampling):
         starts = second_starts(info.duration, self.max_steps)
         first = _frame_at(starts, info)
         if self.consecutive:
-            offsets = np.arange(self.frames, dtype=np.float64)[None, :]
-            idx = first[:, None] + offsets
+            first = np.minimum(first, max(info.n_frames - self.frames, 0))
+            idx = first[:, None] + np.arange(self.frames)[None, :]
         else:
             window = max(info.fps, 1.0)
             offsets = (np.arange(self.frames, dtype=np.float64) + 0.5) * window / self.frames

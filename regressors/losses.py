@@ -34,7 +34,9 @@ def plcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     p = pred - pred.mean()
     t = target - target.mean()
-    r = torch.sum(p * t) / (torch.sqrt(torch.sum(p**2) * torch.sum(t**2)) + _EPS)
+    # Epsilon inside the root: sqrt has an infinite slope at 0, which made the gradient NaN for a
+    # batch with tied targets (or constant predictions), e.g. a 2-sample last batch on MOS ties.
+    r = torch.sum(p * t) / torch.sqrt(torch.sum(p**2) * torch.sum(t**2) + _EPS)
     return 1.0 - r
 
 

@@ -139,7 +139,10 @@ class MLPHeadRegressor(RegressorMixin, BaseEstimator):
         weights = state.pop("module_weights_", None)
         super().__setstate__(state)
         if weights is not None:
-            module = self._build(self.n_features_in_)
+            # Building initialises weights from the global torch RNG; fork it so that loading a
+            # head leaves the caller's random stream untouched, as fitting does.
+            with torch.random.fork_rng(devices=[]):
+                module = self._build(self.n_features_in_)
             module.load_state_dict({name: torch.from_numpy(np.array(w)) for name, w in weights.items()})
             module.eval()
             self.module_ = module

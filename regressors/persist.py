@@ -68,7 +68,15 @@ def _referenced_types(data: bytes, source: str) -> set[str]:
 
 
 def _check_trusted(data: bytes, source: str) -> None:
-    untrusted = _referenced_types(data, source) - TRUSTED_TYPES
+    referenced = _referenced_types(data, source)
+    # load_learner hands skops its own untrusted list as ``trusted``, so that list must pass the
+    # allowlist too: it also names what the schema walk does not see as a class, e.g. the method
+    # in a bound-method reference (``module.Class.method``), which no learner file contains.
+    try:
+        referenced |= set(sio.get_untrusted_types(data=data))
+    except (KeyError, TypeError, ValueError) as error:
+        raise FeatbankError(f"{source} is not a readable skops learner file ({error})") from error
+    untrusted = referenced - TRUSTED_TYPES
     if untrusted:
         raise FeatbankError(
             f"{source} references types outside the learner allowlist: {', '.join(sorted(untrusted))}"

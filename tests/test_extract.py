@@ -133,3 +133,31 @@ def test_killed_run_resumes_to_a_complete_bank(make_video, tmp_path):
     assert bank.count == 70 and (bank.status(key) == OK).all() and bank.validate() == []
     X, _ = bank.pooled(key, np.arange(70))
     assert np.isfinite(X).all()
+
+
+def test_video_without_audio_gets_a_flagged_absent_row_not_a_failure(make_video, tmp_path):
+    files = [make_video("with.mp4", n=30, audio=True), make_video("without.mp4", n=30, audio=False, seed=1)]
+    manifest = write_manifest(tmp_path, files)
+    bank_path = tmp_path / "bank.zarr"
+    report = extract_manifest(manifest, bank_path, ["audio", "test-mean"], progress=False)
+    assert report.n_failed == 0
+    bank = FeatureBank(bank_path, mode="r")
+    audio_key, mean_key = extractors.create("audio").key, extractors.create("test-mean").key
+    pooled, status = bank.pooled(audio_key, np.arange(2))
+    assert status.tolist() == [OK, ABSENT]
+    assert np.isfinite(pooled[0]).all() and np.isnan(pooled[1]).all()
+    mask = bank.group(audio_key)["mask"][:2]
+    assert mask[0].sum() == 2 and mask[0, :2].all()  # a 2-s video: two 1-s audio steps
+    assert not mask[1].any()
+    assert bank.items["has_audio"][:2].tolist() == [1, 0]
+    assert (bank.status(mean_key, np.arange(2)) == OK).all()  # the picture is still extracted
+
+
+def test_one_frame_video_extracts_every_video_extractor(make_video, tmp_path):
+    one = make_video("one.mp4", n=1, audio=False)
+    record, out = extract_item(one, [extractors.create(n) for n in ("handcrafted", "test-clip")])
+    assert record.info.n_frames == 1
+    hand = out[extractors.create("handcrafted").key]
+    assert hand.status == OK and hand.steps.shape[0] == 1 and np.isfinite(hand.pooled).all()
+    names = extractors.create("handcrafted").feature_names()
+    assert hand.steps[0, names.index("duplicate_frame_fraction")] == 1.0  # one frame repeated

@@ -36,7 +36,9 @@ def test_indices_never_leave_the_video():
         idx = sampling.plan(one_frame).frame_indices
         assert idx.min() == 0 and idx.max() == 0
     tail = Clips(frames=16, consecutive=True).plan(MediaInfo(30, 20.0, 8, 8, False)).frame_indices
-    assert tail[1].tolist() == list(range(20, 30)) + [29] * 6  # the short last second repeats its end
+    assert tail[1].tolist() == list(range(14, 30))  # the last window slides back inside the video
+    tiny = Clips(frames=16, consecutive=True).plan(MediaInfo(5, 20.0, 8, 8, False)).frame_indices
+    assert tiny.tolist() == [[0, 1, 2, 3, 4] + [4] * 11]  # only a video shorter than the window repeats
 
 
 def test_uniform_frames_centres_and_bounds_steps():

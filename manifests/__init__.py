@@ -1,0 +1,1 @@
+"""Track definitions (``tracks/*.toml``) and example manifests (``examples/*.csv``), shipped as data."""

@@ -1,0 +1,151 @@
+"""The command line end to end on a tiny synthesized track: extract → info/validate → fit → predict.
+
+Runs ``featbank.cli.main`` in-process (what the console script calls) and checks exit codes, the
+files each command promises, and that bad input is reported with the documented exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from featbank.cli import main
+from featbank.demo_data import synthesize
+
+FAST = ["--learners", "ridge,svr", "--jobs", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def track(tmp_path_factory) -> Path:
+    """Five sources × three variants of 2-s clips with audio, plus one corrupt file."""
+    root = tmp_path_factory.mktemp("track")
+    manifest = synthesize(root, n_sources=5, variants=3, seconds=2, size=(64, 80), fps=10, seed=3)
+    (root / "videos" / "corrupt.mp4").write_bytes(b"\x00\x01" * 2000)
+    table = pd.read_csv(manifest)
+    bad_row = table.iloc[[0]].assign(video_id="corrupt", path="videos/corrupt.mp4")
+    pd.concat([table, bad_row]).to_csv(root / "with_corrupt.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def extracted(track, tmp_path_factory) -> Path:
+    bank = tmp_path_factory.mktemp("bank") / "bank.zarr"
+    code = main(["extract", "--manifest", str(track / "with_corrupt.csv"), "--extractor", "handcrafted,audio",
+                 "--bank", str(bank), "--no-progress"])
+    assert code == 6, "a corrupt item must not stop the run, but must show in the exit code"
+    return bank
+
+
+def test_extract_reports_failures_and_resumes_without_work(track, extracted, capsys):
+    code = main(["extract", "--manifest", str(track / "manifest.csv"), "--extractor", "handcrafted",
+                 "--bank", str(extracted), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "15 items, 15 already complete" in out
+
+
+def test_info_lists_contents_and_failures(extracted, capsys):
+    assert main(["info", "--bank", str(extracted), "--json", "--failures"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["items"] == 16
+    failures = summary["failures"]
+    assert {rec["video_id"] for recs in failures.values() for rec in recs.values()} == {"corrupt"}
+    assert main(["info", "--bank", str(extracted), "--failures"]) == 0
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_validate_accepts_a_good_bank_and_rejects_a_missing_one(extracted, tmp_path, capsys):
+    assert main(["validate", "--bank", str(extracted)]) == 0
+    assert main(["validate", "--bank", str(tmp_path / "nothing.zarr")]) == 3
+    assert "error" in capsys.readouterr().err
+
+
+def test_fit_then_predict_writes_models_reports_and_a_submission(track, extracted, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["fit", "--manifest", str(track / "with_corrupt.csv"), "--features", "handcrafted,audio",
+                 "--targets", "blur,overall", "--bank", str(extracted), "--stack", "--folds", "5",
+                 "--out", str(run), *FAST])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1 item(s) left out because extraction failed (e.g. corrupt" in out
+    for name in ("oof.csv", "scores.csv", "summary.csv", "report.md", "model/ensemble.json"):
+        assert (run / name).is_file(), name
+    oof = pd.read_csv(run / "oof.csv")
+    assert set(oof["target"]) == {"blur", "overall"} and "stack" in set(oof["model"])
+    assert set(oof["video_id"]) == set(pd.read_csv(track / "manifest.csv")["video_id"])
+    # grouped folds: every source sits in exactly one fold
+    assert (oof.assign(src=oof["video_id"].str[:5]).groupby("src")["fold"].nunique() == 1).all()
+    assert {p.name for p in run.glob("*.png")} == {"main_score.png", "scatter_blur.png", "scatter_overall.png"}
+
+    submission = tmp_path / "sub.csv"
+    code = main(["predict", "--manifest", str(track / "with_corrupt.csv"), "--model", str(run / "model"),
+                 "--out", str(submission), "--bank", str(extracted), "--no-progress"])
+    preds = pd.read_csv(submission)
+    assert code == 6, "an unscorable item gives an empty prediction and exit 6"
+    assert list(preds.columns) == ["video_id", "blur", "overall"] and len(preds) == 16
+    assert preds.set_index("video_id").loc["corrupt"].isna().all()
+    assert np.isfinite(preds.drop(columns="video_id").drop(index=15).to_numpy()).all()
+
+
+def test_predict_extracts_missing_features_for_new_items(track, extracted, tmp_path):
+    run = tmp_path / "run"
+    assert main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
+                 "--targets", "temporal", "--bank", str(extracted), "--out", str(run), *FAST]) == 0
+    fresh = tmp_path / "fresh"
+    manifest = synthesize(fresh, n_sources=1, variants=2, seconds=2, size=(64, 80), fps=10, seed=9)
+    bank_copy = tmp_path / "bank.zarr"
+    shutil.copytree(extracted, bank_copy)
+    assert main(["predict", "--manifest", str(manifest), "--model", str(run / "model"),
+                 "--out", str(tmp_path / "p.csv"), "--bank", str(bank_copy), "--no-progress"]) == 0
+    assert pd.read_csv(tmp_path / "p.csv")["temporal"].notna().all()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.assign(blur=[np.nan] + list(t["blur"][1:])), "label 'blur' is non-numeric or NaN at line(s) 2"),
+        (lambda t: pd.concat([t, t.iloc[[0]]]), "duplicate video_id"),
+        (lambda t: t.assign(path=["../escape.mp4"] + list(t["path"][1:])), "escapes the manifest root"),
+        (lambda t: t.assign(path=["videos/absent.mp4"] + list(t["path"][1:])), "file not found"),
+    ],
+)
+def test_malformed_manifest_exits_2_before_any_work(track, tmp_path, capsys, edit, message):
+    bad = track / f"bad_{abs(hash(message))}.csv"
+    edit(pd.read_csv(track / "manifest.csv")).to_csv(bad, index=False)
+    bank = tmp_path / "bank.zarr"
+    assert main(["extract", "--manifest", str(bad), "--extractor", "handcrafted", "--bank", str(bank)]) == 2
+    assert message in capsys.readouterr().err
+    assert not bank.exists(), "nothing is written for an invalid manifest"
+
+
+def test_unknown_extractor_and_learner_are_errors(track, extracted, tmp_path, capsys):
+    assert main(["extract", "--manifest", str(track / "manifest.csv"), "--extractor", "nope",
+                 "--bank", str(tmp_path / "b.zarr")]) == 1
+    assert "unknown extractor 'nope'" in capsys.readouterr().err
+    assert main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
+                 "--bank", str(extracted), "--learners", "xgb", "--out", str(tmp_path / "r")]) == 1
+    assert "unknown learner 'xgb'" in capsys.readouterr().err
+
+
+def test_fit_on_features_never_extracted_names_the_missing_group(track, extracted, tmp_path, capsys):
+    code = main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "test-mean",
+                 "--bank", str(extracted), "--out", str(tmp_path / "r"), *FAST])
+    assert code in (1, 3) and "test-mean" in capsys.readouterr().err
+
+
+def test_help_teaches_the_workflow(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "typical session" in out and "exit codes" in out
+
+
+def test_planned_extractor_says_it_is_not_implemented(track, tmp_path, capsys):
+    code = main(["extract", "--manifest", str(track / "manifest.csv"), "--extractor", "slowfast",
+                 "--bank", str(tmp_path / "b.zarr")])
+    assert code == 7 and "not implemented yet" in capsys.readouterr().err
