@@ -46,7 +46,10 @@ The manifest holds ``video_id``, ``path`` (``videos/<video_id>.mp4``), ``group``
 makes :mod:`featbank.manifest` treat them as information, never as labels to fit.
 
 Determinism: every random draw comes from a generator keyed by ``(seed, purpose, source,
-variant)``, so a seed fixes every label and every frame, independently of the order of generation.
+variant)``, so a seed fixes every label and every pixel handed to the encoder, independently of the
+order of generation. The encoded files are not byte-reproducible: libx264 (core 165 via PyAV 18)
+produces slightly different bitstreams for identical frames from one encoder instance to the next,
+even single-threaded, so demo scores move by about ±0.02 between runs.
 """
 
 from __future__ import annotations
