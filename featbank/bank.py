@@ -240,6 +240,11 @@ class FeatureBank:
         arr = self.group(key)["status"][: self.count]
         return arr if rows is None else arr[rows]
 
+    def counts(self, key: str, rows: np.ndarray | None = None) -> dict[str, int]:
+        """How many of ``rows`` (default: all) are in each status, by status name."""
+        codes = np.bincount(self.status(key, rows), minlength=len(STATUS_NAMES))
+        return {STATUS_NAMES[c]: int(codes[c]) for c in STATUS_NAMES}
+
     # ---------------------------------------------------------------- commit
     def commit(self, rows: np.ndarray, records: Mapping[int, ItemRecord],
                outputs: Mapping[str, Mapping[int, StepFeatures]],
@@ -342,12 +347,10 @@ class FeatureBank:
         groups = {}
         for key in self.group_keys():
             g = self.group(key)
-            codes = np.bincount(self.status(key), minlength=4) if self.count else np.zeros(4, int)
             groups[key] = {
                 "extractor": g.attrs.get("extractor"), "version": g.attrs.get("version"),
                 "pooled_dim": g["pooled"].shape[1], "steps": list(g["steps"].shape[1:]),
-                "weights": g.attrs.get("weights"),
-                **{STATUS_NAMES[c]: int(codes[c]) for c in STATUS_NAMES},
+                "weights": g.attrs.get("weights"), **self.counts(key),
             }
         return {"path": str(self.path), "items": self.count, "capacity": self.capacity,
                 "groups": groups, "tracks": self.tracks()}

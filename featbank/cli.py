@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from featbank import __version__
 from featbank.errors import FeatbankError
 
@@ -82,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device for deep extractors (cpu, cuda, cuda:1)")
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="directory of pretrained checkpoints (default: $FEATBANK_WEIGHTS)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask.distributed scheduler to run on (tcp://host:8786); default: a local "
+                        "cluster sized to this machine (one worker per GPU with --device cuda)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="workers of the local cluster (default: CPU cores, or GPUs with --device "
+                        "cuda); 0 runs in this process without dask")
     p.add_argument("--retry-failed", action="store_true", help="also redo items that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -125,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--failures", action="store_true", help="list failed items and their errors")
 
+    p = sub.add_parser("status", help="done / failed / pending per extractor, for a manifest or the bank",
+                       description="Progress of extraction: for each feature group, how many items are "
+                                   "done (ok), failed, absent (no such stream) or still pending. With "
+                                   "--manifest, counts that manifest's items (unregistered ones are "
+                                   "pending); safe to run while an extraction is writing.")
+    _add_bank(p)
+    p.add_argument("--manifest", type=Path, default=None, help="restrict the counts to this manifest")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("validate", help="check the bank's structure; exit 3 when broken")
     _add_bank(p)
 
@@ -160,9 +177,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from featbank.weights import weights_dir
 
     _checked_manifest(args.manifest, args.track)
-    report = extract_manifest(args.manifest, args.bank, args.extractor, device=args.device,
-                              weights_dir=weights_dir(args.weights_dir), retry_failed=args.retry_failed,
-                              progress=not args.no_progress)
+    common = dict(device=args.device, weights_dir=weights_dir(args.weights_dir),
+                  retry_failed=args.retry_failed, progress=not args.no_progress)
+    if args.workers == 0 and not args.scheduler:
+        report = extract_manifest(args.manifest, args.bank, args.extractor, **common)
+    else:
+        from featbank.distributed import extract_distributed
+
+        report = extract_distributed(args.manifest, args.bank, args.extractor, scheduler=args.scheduler,
+                                     workers=args.workers, **common)
     print(f"{report.items} items, {report.already_done} already complete")
     for key, counts in report.counts.items():
         print(f"  {key}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
@@ -236,6 +259,34 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from featbank.bank import FeatureBank
+    from featbank.hashing import digest_paths
+    from featbank.manifest import load_manifest
+
+    bank = FeatureBank(args.bank, mode="r")
+    rows, unregistered, total = None, 0, bank.count
+    if args.manifest is not None:
+        manifest = load_manifest(args.manifest)
+        found = bank.rows_of(digest_paths(manifest.media_paths(), bank.hash_cache()))
+        rows, unregistered, total = np.unique(found[found >= 0]), int((found < 0).sum()), len(found)
+    table = {}
+    for key in bank.group_keys():
+        counts = bank.counts(key, rows)
+        counts["pending"] += unregistered
+        table[key] = counts
+    if args.json:
+        print(json.dumps({"items": total, "groups": table}, indent=2))
+        return 0
+    print(f"{args.manifest or bank.path}: {total} items")
+    for key, counts in table.items():
+        settled = counts["ok"] + counts["failed"] + counts["absent"]
+        filled = round(24 * settled / max(1, sum(counts.values())))
+        print(f"  {key:28s} [{'#' * filled}{'.' * (24 - filled)}] "
+              + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from featbank.bank import FeatureBank
 
@@ -269,7 +320,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"extract": _cmd_extract, "fit": _cmd_fit, "predict": _cmd_predict, "check": _cmd_check,
-            "tracks": _cmd_tracks, "info": _cmd_info,
+            "tracks": _cmd_tracks, "info": _cmd_info, "status": _cmd_status,
             "validate": _cmd_validate, "extractors": _cmd_extractors, "demo": _cmd_demo}
 
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import extractors
 from extractors.base import Extractor
 from featbank import __version__
-from featbank.bank import FAILED, PENDING, ROW_CHUNK, STATUS_NAMES, FeatureBank, GroupLayout, ItemRecord
+from featbank.bank import FAILED, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord
 from featbank.extract import extract_item
 from featbank.hashing import digest_paths
 from featbank.manifest import Manifest, load_manifest
@@ -83,12 +84,19 @@ def pending_work(bank: FeatureBank, rows: np.ndarray, exs: Sequence[Extractor],
 
 def process_chunk(bank: FeatureBank, work: dict[int, list[Extractor]], paths: dict[int, Path],
                   ids: dict[int, str], on_item: Callable[[], None] | None = None) -> list[tuple[str, str, str]]:
-    """Extract the rows of one chunk, commit them together, return the failures."""
+    """Extract the rows of one chunk, commit them together, return the failures.
+
+    BLAS runs single-threaded here, wherever the chunk runs: a multi-threaded BLAS sums in an
+    order that depends on its thread count, which would make a bank built in one process differ
+    in the last bits from one built by single-threaded dask workers. Parallelism comes from
+    workers (and torch's own threads for deep extractors), not from BLAS inside one item.
+    """
     records: dict[int, ItemRecord] = {}
     outputs: dict[str, dict[int, object]] = defaultdict(dict)
     failures = []
     for row in sorted(work):
-        record, results = extract_item(paths[row], work[row])
+        with threadpool_limits(1, user_api="blas"):
+            record, results = extract_item(paths[row], work[row])
         records[row] = record
         for key, out in results.items():
             outputs[key][row] = out
@@ -100,39 +108,75 @@ def process_chunk(bank: FeatureBank, work: dict[int, list[Extractor]], paths: di
     return failures
 
 
-def extract_manifest(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
-                     device: str = "cpu", weights_dir: Path | None = None, retry_failed: bool = False,
-                     progress: bool = True) -> ExtractReport:
-    """Bring the bank up to date for every item of the manifest and every requested extractor."""
-    from tqdm.auto import tqdm
+@dataclass
+class ExtractionPlan:
+    """Everything a run needs after the bank is prepared: the work, grouped by bank chunk.
 
+    Built by the client alone (it is the only process that registers rows, resizes arrays or
+    writes attributes); executing it only writes whole chunks, so chunks can go to any worker.
+    """
+
+    bank: FeatureBank
+    specs: list[str]
+    extractors: list[Extractor]
+    rows: np.ndarray
+    chunks: dict[int, dict[int, list[Extractor]]]
+    paths: dict[int, Path]
+    ids: dict[int, str]
+
+    @property
+    def n_items(self) -> int:
+        return sum(len(work) for work in self.chunks.values())
+
+    def report(self, failures: list[tuple[str, str, str]]) -> ExtractReport:
+        """Final counts per extractor over the manifest's rows, read back from the bank."""
+        unique = np.unique(self.rows)
+        report = ExtractReport(items=len(unique), already_done=len(unique) - self.n_items, failures=failures)
+        for ex in self.extractors:
+            report.counts[ex.key] = self.bank.counts(ex.key, unique)
+        return report
+
+
+def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
+                    device: str = "cpu", weights_dir: Path | None = None,
+                    retry_failed: bool = False) -> ExtractionPlan:
+    """Validate, set up extractors (missing weights fail here, before any decoding), register the
+    manifest's items and groups in the bank, and list the missing work by chunk."""
     manifest = load_manifest(manifest_path)
     exs = [extractors.create(s) for s in specs]
     for ex in exs:
-        ex.setup(device, weights_dir)  # missing weights fail here, before any decoding
+        ex.setup(device, weights_dir)
     bank = FeatureBank(bank_path)
     rows = register_manifest(bank, manifest)
     for ex, spec in zip(exs, specs):
         bank.ensure_group(ex.key, layout_of(ex), provenance_of(ex, spec))
-    work = pending_work(bank, rows, exs, retry_failed)
+        bank.root.require_group("failures").require_group(ex.key)  # workers only add below it
     paths: dict[int, Path] = {}
     ids: dict[int, str] = {}
     for row, path, vid in zip(rows.tolist(), manifest.media_paths(), manifest.video_ids):
         paths.setdefault(row, path)
         ids.setdefault(row, vid)
-    report = ExtractReport(items=len(np.unique(rows)), already_done=len(np.unique(rows)) - len(work))
-    by_chunk: dict[int, dict[int, list[Extractor]]] = defaultdict(dict)
-    for row, exs_for_row in work.items():
-        by_chunk[row // ROW_CHUNK][row] = exs_for_row
-    with tqdm(total=len(work), desc="extract", unit="item", disable=not progress) as bar:
-        for chunk in sorted(by_chunk):
-            report.failures += process_chunk(bank, by_chunk[chunk], paths, ids, on_item=lambda: bar.update())
-            bar.set_postfix(failed=len(report.failures))
-    unique = np.unique(rows)
-    for ex in exs:
-        codes = np.bincount(bank.status(ex.key, unique), minlength=len(STATUS_NAMES))
-        report.counts[ex.key] = {STATUS_NAMES[c]: int(codes[c]) for c in STATUS_NAMES}
-    return report
+    chunks: dict[int, dict[int, list[Extractor]]] = defaultdict(dict)
+    for row, exs_for_row in pending_work(bank, rows, exs, retry_failed).items():
+        chunks[row // ROW_CHUNK][row] = exs_for_row
+    return ExtractionPlan(bank, list(specs), exs, rows, dict(sorted(chunks.items())), paths, ids)
 
 
-__all__ = ["ExtractReport", "extract_manifest", "process_chunk", "pending_work", "register_manifest"]
+def extract_manifest(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
+                     device: str = "cpu", weights_dir: Path | None = None, retry_failed: bool = False,
+                     progress: bool = True) -> ExtractReport:
+    """Bring the bank up to date for every item of the manifest and every requested extractor,
+    in this process, committing chunk by chunk (see :mod:`featbank.distributed` for many workers)."""
+    from tqdm.auto import tqdm
+
+    plan = plan_extraction(manifest_path, bank_path, specs, device, weights_dir, retry_failed)
+    failures: list[tuple[str, str, str]] = []
+    with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
+        for work in plan.chunks.values():
+            failures += process_chunk(plan.bank, work, plan.paths, plan.ids, on_item=lambda: bar.update())
+            bar.set_postfix(failed=len(failures))
+    return plan.report(failures)
+
+
+__all__ = ["ExtractReport", "ExtractionPlan", "extract_manifest", "pending_work", "plan_extraction",
+           "process_chunk", "register_manifest"]

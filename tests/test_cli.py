@@ -149,3 +149,21 @@ def test_planned_extractor_says_it_is_not_implemented(track, tmp_path, capsys):
     code = main(["extract", "--manifest", str(track / "manifest.csv"), "--extractor", "slowfast",
                  "--bank", str(tmp_path / "b.zarr")])
     assert code == 7 and "not implemented yet" in capsys.readouterr().err
+
+
+def test_status_counts_a_manifests_items_including_unregistered_ones(track, extracted, tmp_path, capsys):
+    assert main(["status", "--bank", str(extracted), "--manifest", str(track / "with_corrupt.csv"),
+                 "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert {k.split("@")[0]: v for k, v in groups.items()}["handcrafted"] == \
+        {"pending": 0, "ok": 15, "failed": 1, "absent": 0}
+    fresh = synthesize(tmp_path / "fresh", n_sources=1, variants=2, seconds=1, size=(32, 32), fps=10, seed=5)
+    assert main(["status", "--bank", str(extracted), "--manifest", str(fresh)]) == 0
+    assert "2 pending" in capsys.readouterr().out
+
+
+def test_workers_0_extracts_in_process(track, tmp_path, capsys):
+    bank = tmp_path / "b.zarr"
+    assert main(["extract", "--manifest", str(track / "manifest.csv"), "--extractor", "handcrafted",
+                 "--bank", str(bank), "--workers", "0", "--no-progress"]) == 0
+    assert "15 items, 0 already complete" in capsys.readouterr().out

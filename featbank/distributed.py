@@ -1,0 +1,152 @@
+"""Extraction on a dask.distributed cluster: one task per bank chunk, each chunk one writer.
+
+The client plans the run (:func:`featbank.orchestrate.plan_extraction`: it alone registers rows,
+resizes arrays and writes attributes), then submits one task per bank chunk that has missing work.
+A task opens the bank on its worker, extracts its rows and commits them as whole chunks, status
+last, exactly as a single-process run does, so the two produce identical banks. No two tasks share
+a chunk, hence no two writers ever touch one chunk file.
+
+Faults: a task whose worker dies is rescheduled by dask on another worker (up to
+``distributed.scheduler.allowed-failures`` times); re-running a chunk rewrites the same values,
+and its status is only written after its data, so nothing is lost or doubled. A killed client
+leaves committed chunks in place; the next run computes what is still pending. An item that fails
+is recorded in the bank like in a local run and never fails the task.
+
+GPUs: with a CUDA device, a LocalCluster gets one single-threaded worker per GPU, each worker
+declaring the resource ``GPU=1`` and using ``cuda:<worker index>``; tasks ask for ``GPU=1``, so
+on an external cluster start GPU workers with ``--resources GPU=1`` (and CPU-only workers without
+it for CPU extractors).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from dask.distributed import Client, LocalCluster, as_completed, get_worker
+
+import extractors
+from extractors.base import Extractor
+from featbank.bank import FeatureBank
+from featbank.errors import FeatbankError
+from featbank.orchestrate import ExtractionPlan, ExtractReport, plan_extraction, process_chunk
+
+TASK_RETRIES = 2
+"""Retries of a task that raised (an I/O error writing the bank, say); dead workers are handled by
+the scheduler's own rescheduling, independently of this."""
+
+_WORKER_EXTRACTORS: dict[tuple, dict[str, Extractor]] = {}
+"""Per worker process: extractors already set up, so models load once per worker, not per task."""
+
+
+def uses_gpu(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def default_workers(device: str) -> int:
+    """One worker per GPU for CUDA devices, otherwise one per CPU core."""
+    if uses_gpu(device):
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def connect(scheduler: str | None, workers: int | None, device: str) -> Iterator[Client]:
+    """A client of the cluster at ``scheduler``, or of a new LocalCluster sized to the machine
+    (closed again on exit).
+
+    Local workers are processes with one thread each: decoding and extractors release the GIL
+    only partly, and one extractor instance per process keeps model memory predictable.
+    """
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as error:
+            raise FeatbankError(f"cannot reach the dask scheduler at {scheduler}: {error}") from error
+        with client:
+            yield client
+        return
+    n = workers or default_workers(device)
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                      resources={"GPU": 1} if uses_gpu(device) else None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _worker_device(device: str) -> str:
+    """Spread a bare ``cuda`` device over the GPUs by the worker's index in a LocalCluster."""
+    if device != "cuda":
+        return device
+    import torch
+
+    name = get_worker().name
+    index = name if isinstance(name, int) else 0
+    return f"cuda:{index % max(1, torch.cuda.device_count())}"
+
+
+def _extractors_on_worker(specs: tuple[str, ...], device: str, weights_dir: str | None) -> dict[str, Extractor]:
+    cache_key = (specs, device, weights_dir)
+    if cache_key not in _WORKER_EXTRACTORS:
+        built = {}
+        for spec in specs:
+            ex = extractors.create(spec)
+            ex.setup(_worker_device(device), Path(weights_dir) if weights_dir else None)
+            built[spec] = ex
+        _WORKER_EXTRACTORS[cache_key] = built
+    return _WORKER_EXTRACTORS[cache_key]
+
+
+def run_chunk(bank_path: str, work: dict[int, list[str]], paths: dict[int, str], ids: dict[int, str],
+              specs: tuple[str, ...], device: str, weights_dir: str | None) -> list[tuple[str, str, str]]:
+    """The task: extract and commit the rows of one chunk on whichever worker runs it."""
+    built = _extractors_on_worker(specs, device, weights_dir)
+    bank = FeatureBank(bank_path)
+    return process_chunk(bank, {row: [built[s] for s in names] for row, names in work.items()},
+                         {row: Path(p) for row, p in paths.items()}, ids)
+
+
+def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
+                        scheduler: str | None = None, workers: int | None = None, device: str = "cpu",
+                        weights_dir: Path | None = None, retry_failed: bool = False,
+                        progress: bool = True) -> ExtractReport:
+    """Like :func:`featbank.orchestrate.extract_manifest`, with the chunks spread over the workers
+    of the cluster at ``scheduler``, or of a LocalCluster of ``workers`` processes (default: sized
+    to the machine, never more than there are chunks to do). Nothing is started when nothing is
+    missing. The bank path must be reachable by every worker under the same name."""
+    plan = plan_extraction(manifest_path, bank_path, specs, device, weights_dir, retry_failed)
+    if not plan.chunks:
+        return plan.report([])
+    n_workers = min(workers or default_workers(device), len(plan.chunks))
+    with connect(scheduler, n_workers, device) as client:
+        failures = _run_plan(client, plan, str(Path(bank_path).resolve()), device, weights_dir, progress)
+    return plan.report(failures)
+
+
+def _run_plan(client: Client, plan: ExtractionPlan, bank_path: str, device: str,
+              weights_dir: Path | None, progress: bool) -> list[tuple[str, str, str]]:
+    from tqdm.auto import tqdm
+
+    spec_of = {ex.key: spec for ex, spec in zip(plan.extractors, plan.specs)}
+    options = {"resources": {"GPU": 1}} if uses_gpu(device) else {}
+    futures = {}
+    for chunk, work in plan.chunks.items():
+        future = client.submit(
+            run_chunk, bank_path,
+            {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
+            {row: str(plan.paths[row].resolve()) for row in work}, {row: plan.ids[row] for row in work},
+            tuple(plan.specs), device, str(weights_dir) if weights_dir else None,
+            key=f"featbank-chunk-{chunk}-{uuid.uuid4().hex[:8]}", retries=TASK_RETRIES, pure=False,
+            **options,
+        )
+        futures[future] = len(work)
+    failures: list[tuple[str, str, str]] = []
+    with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
+        for future in as_completed(futures):
+            failures += future.result()
+            bar.update(futures[future])
+            bar.set_postfix(failed=len(failures))
+    return failures
