@@ -1,22 +1,35 @@
-"""Run one benchmark by name, or all of them: ``python -m benchmarks [name ...]``."""
+"""Run one benchmark by name, or all of them: ``python -m benchmarks [name ...] [--flag ...]``.
+
+Arguments from the first one starting with ``-`` on are handed to the named benchmarks (those
+whose ``main`` takes ``argv``), e.g. ``python -m benchmarks bank_load --items 4000 --dim 1024``.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 
-BENCHMARKS = ("decode_once",)
+BENCHMARKS = ("decode_once", "bank_load", "workers")
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHMARKS)
+    split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, flags = argv[:split] or list(BENCHMARKS), argv[split:]
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         print(f"unknown benchmark(s) {unknown}; available: {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
-    for name in names:
-        importlib.import_module(f"benchmarks.bench_{name}").main()
-    return 0
+    mains = {name: importlib.import_module(f"benchmarks.bench_{name}").main for name in names}
+    if flags:
+        flagless = [name for name, fn in mains.items() if not inspect.signature(fn).parameters]
+        if flagless:
+            print(f"benchmark(s) {flagless} take no arguments; name the ones given {flags}", file=sys.stderr)
+            return 2
+    rc = 0
+    for fn in mains.values():
+        rc = max(rc, (fn(flags) if flags else fn()) or 0)
+    return rc
 
 
 if __name__ == "__main__":

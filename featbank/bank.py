@@ -91,6 +91,33 @@ class ItemRecord:
     size_bytes: int
 
 
+def bank_location(path: str | os.PathLike) -> str:
+    """Canonical name of a bank: an fsspec URL as given, a local path made absolute.
+
+    Absolute, because dask workers may run in another working directory and must open the same
+    bank under the same name.
+    """
+    text = os.fspath(path)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def _open_store(location: str, read_only: bool) -> zarr.abc.store.Store:
+    """Zarr store of a bank. A local path uses LocalStore, whose writes are atomic (temporary file
+    then rename), which is what makes a killed run safe. A URL (``s3://``, ``gs://``, ``file://``,
+    any fsspec protocol) uses FsspecStore: on object stores each chunk PUT is atomic as well."""
+    if "://" in location:
+        # fsspec's local file system does not create parent folders unless asked; object stores
+        # have no folders to create.
+        options = {"auto_mkdir": True} if location.startswith("file://") else None
+        return zarr.storage.FsspecStore.from_url(location, storage_options=options, read_only=read_only)
+    return zarr.storage.LocalStore(location, read_only=read_only)
+
+
+def _exists(store: zarr.abc.store.Store) -> bool:
+    """Whether a bank's root metadata is present (opening a store does not create anything)."""
+    return bool(zarr.core.sync.sync(store.exists("zarr.json")))
+
+
 def digest_hex(digest: bytes | np.ndarray) -> str:
     return bytes(np.asarray(digest, dtype=np.uint8)).hex()
 
@@ -107,10 +134,11 @@ class FeatureBank:
     """Open (or create) a bank at ``path``; ``mode='r'`` refuses to create or modify it."""
 
     def __init__(self, path: str | os.PathLike, mode: str = "a") -> None:
-        self.path = Path(path)
-        if mode == "r" and not (self.path / "zarr.json").is_file():
+        self.path = bank_location(path)
+        store = _open_store(self.path, read_only=mode == "r")
+        if mode == "r" and not _exists(store):
             raise BankError(f"no feature bank at {self.path} (run `featbank extract` first)")
-        self.root = zarr.open_group(store=str(self.path), mode=mode, zarr_format=3)
+        self.root = zarr.open_group(store=store, mode=mode, zarr_format=3)
         self.writable = mode != "r"
         if self.writable and "format" not in self.root.attrs:
             self.root.attrs.update({"format": FORMAT, "created_by": f"featbank {__version__}"})

@@ -39,8 +39,9 @@ def _csv(value: str) -> list[str]:
 
 
 def _add_bank(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bank", default=DEFAULT_BANK, type=Path,
-                   help="Zarr feature bank directory (default: $FEATBANK_BANK or ./featbank.zarr)")
+    p.add_argument("--bank", default=DEFAULT_BANK,
+                   help="Zarr feature bank: a directory or an fsspec URL such as s3://bucket/bank.zarr "
+                        "(default: $FEATBANK_BANK or ./featbank.zarr)")
 
 
 def _add_track(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,10 @@
 """Decode each item once and hand every extractor the steps its sampling plan asks for.
 
 Video frames come from decord (random access by frame index, seeking to the nearest key frame),
-audio from PyAV (decord's audio reader mishandles some containers), still images from Pillow. The
+audio from PyAV (decord's audio reader mishandles some containers), still images from Pillow. Every
+file is first probed with PyAV, so a file that is not a video (text, HTML, an image under a video
+name, an audio-only MP4) gets a message that says so instead of decord's internal check failures;
+where decord returns malformed frames (see :class:`SequentialFrames`) PyAV decodes them instead. The
 union of all plans' frame indices is decoded in ascending order, a bounded batch at a time, and a
 step is handed out as soon as its last frame is decoded and then dropped, so memory holds only the
 steps currently open, never the whole video.
@@ -9,7 +12,9 @@ steps currently open, never the whole video.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -24,32 +29,112 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".
 DECODE_BATCH = 16
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What PyAV's demuxer says a file holds, before any decoder is involved."""
+
+    format: str
+    n_video: int
+    n_audio: int
+
+    @property
+    def is_image(self) -> bool:
+        """A still image under a video name (``x.mp4`` holding PNG bytes): FFmpeg's image demuxers."""
+        return self.format == "image2" or self.format.endswith("_pipe")
+
+
+def probe(path: Path) -> Probe:
+    """Open the container with PyAV; :class:`MediaError` naming the reason when FFmpeg cannot."""
+    try:
+        with av.open(str(path)) as container:
+            return Probe(container.format.name, len(container.streams.video), len(container.streams.audio))
+    except Exception as exc:  # FFmpegError mostly; a demuxer on hostile bytes may raise others
+        raise MediaError(f"{path}: cannot decode: FFmpeg finds no media container in it (corrupt, "
+                         f"truncated, or not a video at all: {_first_line(exc)})") from exc
+
+
+class SequentialFrames:
+    """Frames by index from one in-order PyAV decoding pass, rotated as the container says.
+
+    The fallback for files whose frames decord returns malformed. decord 0.6 infers the channel
+    count from the row stride: when the stride (the row's bytes, rounded up for alignment) divided
+    by the width is a whole number other than 3, frames come back with 4, 6, 12... "channels" and
+    ``get_batch`` raises. That happens for narrow videos (width 8, 16, 24 px) and for rotated ones
+    whose displayed width divides the coded stride (a 64x48 or 640x480 clip shot in portrait).
+    :func:`iter_steps` asks for ascending indices, so one pass serves a whole item; a request for
+    an earlier frame restarts the pass. Frames are turned by the display matrix, as decord does.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._container: av.container.InputContainer | None = None
+        self._decoded: Iterator[av.VideoFrame] | None = None
+        self._next = 0  # index of the frame the pass yields next
+
+    def _restart(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container = av.open(str(self.path))
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._decoded = self._container.decode(stream)
+        self._next = 0
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        order = indices.tolist()
+        wanted = set(order)
+        if self._decoded is None or min(wanted) < self._next:
+            self._restart()
+        got: dict[int, np.ndarray] = {}
+        last = max(wanted)
+        for frame in self._decoded:
+            index, self._next = self._next, self._next + 1
+            if index in wanted:
+                turns = int(round(frame.rotation / 90)) % 4
+                got[index] = np.rot90(frame.to_ndarray(format="rgb24"), turns)
+            if index == last:
+                break
+        if len(got) < len(wanted):
+            raise MediaError(f"{self.path}: video ended after {self._next} frames, "
+                             f"frame {min(wanted - set(got))} was asked for (truncated stream?)")
+        return np.stack([got[i] for i in order])
+
+
 class VideoFile:
     """A video opened for random frame access plus one-shot audio decoding."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, streams: Probe) -> None:
         import decord  # deferred: decord prints to stderr at import on some systems
 
         self.path = path
-        if path.stat().st_size == 0:
-            raise MediaError(f"{path}: empty file (0 bytes)")
+        if streams.n_video == 0:
+            raise MediaError(f"{path}: no video stream (the file holds {streams.n_audio} audio "
+                             f"stream(s) and no picture)")
         try:
             self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
             n_frames = len(self._reader)
-            height, width = self._reader[0].shape[:2]
+            first = self._reader[0].shape
             fps = float(self._reader.get_avg_fps())
         except (RuntimeError, decord.DECORDError) as exc:
-            raise MediaError(f"{path}: not a decodable video ({_first_line(exc)})") from exc
+            raise MediaError(f"{path}: cannot decode the video stream, corrupt or truncated "
+                             f"({_decord_reason(exc)})") from exc
         if n_frames < 1 or not np.isfinite(fps) or fps <= 0:
             raise MediaError(f"{path}: video stream has {n_frames} frames at {fps} fps")
+        height, width = first[:2]
+        self._fallback = SequentialFrames(path) if first[2] != 3 else None
         self.info = MediaInfo(n_frames=n_frames, fps=fps, width=width, height=height,
-                              has_audio=_has_audio(path))
+                              has_audio=streams.n_audio > 0)
 
     def frames(self, indices: np.ndarray) -> np.ndarray:
         try:
+            if self._fallback is not None:
+                return self._fallback.get(indices)
             return self._reader.get_batch(indices.tolist()).asnumpy()
+        except MediaError:
+            raise
         except Exception as exc:  # decord raises its own and RuntimeErrors on broken packets
-            raise MediaError(f"{self.path}: decoding frames failed ({_first_line(exc)})") from exc
+            raise MediaError(f"{self.path}: cannot decode frames {indices[0]}..{indices[-1]}, the "
+                             f"video stream is corrupt or truncated ({_decord_reason(exc)})") from exc
 
     def audio(self, sample_rate: int) -> np.ndarray | None:
         return read_audio(self.path, sample_rate) if self.info.has_audio else None
@@ -62,7 +147,7 @@ class ImageFile:
         self.path = path
         try:
             with Image.open(path) as img:
-                self._frame = np.asarray(img.convert("RGB"))
+                self._frame = rgb8(img)
         except Exception as exc:  # Pillow raises several types for unreadable files
             raise MediaError(f"{path}: not a readable image ({_first_line(exc)})") from exc
         h, w = self._frame.shape[:2]
@@ -75,16 +160,41 @@ class ImageFile:
         return None
 
 
+INTEGER_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def rgb8(img: Image.Image) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of any Pillow image.
+
+    Pillow's ``convert("RGB")`` clips integer greyscale (16-bit PNG loads as ``I;16``) at 255
+    instead of scaling it, which turns a 16-bit image almost white; those keep their top 8 bits
+    (``I``, 32-bit, is read as 16-bit data, which is what PNG and most TIFFs hold).
+    """
+    if img.mode in INTEGER_MODES:
+        grey = (np.clip(np.asarray(img).astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
+
+
 MediaSource = VideoFile | ImageFile
 
 
 def open_media(path: Path) -> MediaSource:
-    """Open an item for decoding; :class:`MediaError` when it is absent or undecodable."""
+    """Open an item for decoding; :class:`MediaError` when it is absent or undecodable.
+
+    The suffix picks images; anything else is probed, and served as an image when FFmpeg finds
+    a still-image format inside (PNG bytes saved as ``x.mp4``).
+    """
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFile(path)
-    return VideoFile(path)
+    streams = probe(path)
+    if streams.is_image:
+        return ImageFile(path)
+    return VideoFile(path, streams)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -92,12 +202,13 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _has_audio(path: Path) -> bool:
-    try:
-        with av.open(str(path)) as container:
-            return len(container.streams.audio) > 0
-    except av.FFmpegError:
-        return False
+_DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ")
+
+
+def _decord_reason(exc: BaseException) -> str:
+    """decord's message without its ``[hh:mm:ss] /build/path/file.cc:123:`` prefixes."""
+    text = _DECORD_PREFIX.sub("", str(exc)).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def read_audio(path: Path, sample_rate: int) -> np.ndarray:

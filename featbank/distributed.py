@@ -116,13 +116,14 @@ def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs:
     """Like :func:`featbank.orchestrate.extract_manifest`, with the chunks spread over the workers
     of the cluster at ``scheduler``, or of a LocalCluster of ``workers`` processes (default: sized
     to the machine, never more than there are chunks to do). Nothing is started when nothing is
-    missing. The bank path must be reachable by every worker under the same name."""
+    missing. The bank (a path or an fsspec URL) must be reachable by every worker under the same
+    name."""
     plan = plan_extraction(manifest_path, bank_path, specs, device, weights_dir, retry_failed)
     if not plan.chunks:
         return plan.report([])
     n_workers = min(workers or default_workers(device), len(plan.chunks))
     with connect(scheduler, n_workers, device) as client:
-        failures = _run_plan(client, plan, str(Path(bank_path).resolve()), device, weights_dir, progress)
+        failures = _run_plan(client, plan, plan.bank.path, device, weights_dir, progress)
     return plan.report(failures)
 
 

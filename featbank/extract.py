@@ -4,6 +4,9 @@ This module knows nothing about banks or schedulers: it turns a file and a list 
 :class:`~featbank.bank.StepFeatures`, one per extractor. A broken file fails every extractor of that
 item with the decoder's message; an extractor that raises fails only itself; an item without an
 audio track gives audio extractors an ``ABSENT`` row (flagged, all steps masked), not an error.
+Nothing raised while decoding one item may stop a run over thousands: an unexpected exception (a
+decoder bug, ``MemoryError`` on a huge frame) fails that item with its traceback, like an
+extractor's own exception does.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ class StepRunner:
         )
 
 
+def _unexpected(path: Path, what: str, exc: Exception) -> str:
+    return f"{path}: unexpected error while {what}: {exc!r}\n{traceback.format_exc(limit=5)}"
+
+
 def _run_video(source: MediaSource, runners: list[StepRunner]) -> None:
     try:
         for p, step, frames in iter_steps(source, [r.plan for r in runners]):
@@ -77,6 +84,9 @@ def _run_video(source: MediaSource, runners: list[StepRunner]) -> None:
     except MediaError as exc:
         for r in runners:
             r.fail(str(exc))
+    except Exception as exc:  # see the module docstring: one item must not stop the run
+        for r in runners:
+            r.fail(_unexpected(source.path, "decoding frames", exc))
 
 
 def _run_audio(source: MediaSource, runners: list[StepRunner]) -> dict[int, StepFeatures]:
@@ -90,6 +100,9 @@ def _run_audio(source: MediaSource, runners: list[StepRunner]) -> dict[int, Step
                 tracks[rate] = source.audio(rate)
         except MediaError as exc:
             r.fail(str(exc))
+            continue
+        except Exception as exc:  # see the module docstring
+            r.fail(_unexpected(source.path, "decoding audio", exc))
             continue
         if tracks[rate] is None:
             absent[i] = StepFeatures(status=ABSENT, timestamps=r.plan.timestamps.astype(np.float32),
@@ -105,8 +118,9 @@ def extract_item(path: Path, extractors: list[Extractor]) -> tuple[ItemRecord, d
     size = path.stat().st_size if path.is_file() else 0
     try:
         source = open_media(path)
-    except MediaError as exc:
-        return ItemRecord(None, size), {e.key: StepFeatures(status=FAILED, error=str(exc)) for e in extractors}
+    except Exception as exc:  # MediaError is the expected kind; see the module docstring
+        error = str(exc) if isinstance(exc, MediaError) else _unexpected(path, "opening", exc)
+        return ItemRecord(None, size), {e.key: StepFeatures(status=FAILED, error=error) for e in extractors}
     runners = [StepRunner(e, e.sampling.plan(source.info)) for e in extractors]
     video = [r for r in runners if r.extractor.sampling.modality == "video"]
     audio = [r for r in runners if r.extractor.sampling.modality == "audio"]

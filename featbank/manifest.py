@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from featbank.errors import ManifestError
@@ -70,6 +71,9 @@ def _read_table(path: Path) -> pd.DataFrame:
         if path.suffix.lower() in {".parquet", ".pq"}:
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype={"video_id": str, "path": str, "group": str, "prompt": str})
+    except pd.errors.EmptyDataError as exc:
+        raise ManifestError(f"manifest {path} is empty: expected a header line naming at least "
+                            f"{', '.join(REQUIRED)}, then one row per item") from exc
     except Exception as exc:  # the parsers raise many types; the user needs one message
         raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
 
@@ -89,8 +93,11 @@ def _escapes_root(rel: str) -> bool:
 def _problems(table: pd.DataFrame, root: Path, check_files: bool) -> list[str]:
     problems: list[str] = []
     missing_cols = [c for c in REQUIRED if c not in table.columns]
-    if missing_cols:
-        return [f"missing required column(s): {', '.join(missing_cols)}"]
+    if missing_cols:  # the columns found show a typo or a stray space in the header
+        found = ", ".join(repr(str(c)) for c in table.columns) or "none"
+        return [f"missing required column(s): {', '.join(missing_cols)} (columns found: {found})"]
+    if table.empty:
+        return ["manifest has no items (a header but no rows)"]
     for col in REQUIRED:
         empty = table.index[table[col].isna() | (table[col].astype(str).str.strip() == "")]
         if len(empty):
@@ -104,17 +111,42 @@ def _problems(table: pd.DataFrame, root: Path, check_files: bool) -> list[str]:
         problems.append(f"path is absolute or escapes the manifest root at {row_list(escaping)}")
     if check_files:
         ok = paths.ne("") & ~paths.map(_escapes_root)
-        absent = [i for i in table.index[ok] if not (root / paths[i]).is_file()]
-        if absent:
-            problems.append(f"file not found at {row_list(absent)} (first: {root / paths[absent[0]]})")
+        not_files = [i for i in table.index[ok] if not (root / paths[i]).is_file()]
+        for reason, rows in _why_not_files(root, paths, not_files).items():
+            first = root / paths[rows[0]]
+            problems.append(f"{reason} at {row_list(rows)} (first: {first})")
     for col in table.columns:
         if col in RESERVED or col.startswith(META_PREFIX):
+            continue
+        if table[col].isna().all():  # a column left blank in a spreadsheet, not a few gaps
+            problems.append(f"label column {col!r} is entirely empty; fill it, drop it, or rename it "
+                            f"{META_PREFIX}{col} to keep it as unvalidated information")
             continue
         values = pd.to_numeric(table[col], errors="coerce")
         bad = table.index[values.isna()]
         if len(bad):
             problems.append(f"label {col!r} is non-numeric or NaN at {row_list(bad)}")
+        infinite = table.index[np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))]
+        if len(infinite):  # "inf" parses as a number, but no regressor can fit it
+            problems.append(f"label {col!r} is infinite (not finite) at {row_list(infinite)}")
     return problems
+
+
+def _why_not_files(root: Path, paths: pd.Series, rows: list[int]) -> dict[str, list[int]]:
+    """Rows whose path is not a regular file, grouped by why: absent, a directory, a dead link."""
+    reasons: dict[str, list[int]] = {}
+    for i in rows:
+        target = root / paths[i]
+        if target.is_dir():
+            reason = "path is a directory, not a file"
+        elif target.is_symlink():
+            reason = "path is a broken symbolic link (its target does not exist)"
+        elif target.exists():
+            reason = "path is not a regular file"
+        else:
+            reason = "file not found"
+        reasons.setdefault(reason, []).append(i)
+    return reasons
 
 
 def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None,

@@ -58,7 +58,7 @@ def _progress_bar(enabled: bool, desc: str) -> tuple[Callable[[int, int], None],
     return update, bar.close
 
 
-def fit_manifest(manifest_path: Path, bank_path: Path, features: list[str], targets: list[str] | None,
+def fit_manifest(manifest_path: Path, bank_path: str | Path, features: list[str], targets: list[str] | None,
                  learners: list[str], n_splits: int, repeats: int, seed: int, stack: bool,
                  out_dir: Path, n_jobs: int = -1, progress: bool = True) -> FitOutcome:
     manifest = load_manifest(manifest_path)
@@ -91,7 +91,7 @@ def fit_manifest(manifest_path: Path, bank_path: Path, features: list[str], targ
     return FitOutcome(result=result, summary=summary, out_dir=out_dir, report=report, dropped=fb.dropped)
 
 
-def _extractor_specs(bank_path: Path, keys: list[str]) -> list[str]:
+def _extractor_specs(bank_path: str | Path, keys: list[str]) -> list[str]:
     """The extractor spec that produced each bank key, checked against the current code."""
     bank = FeatureBank(bank_path, mode="r")
     specs = []
@@ -104,7 +104,7 @@ def _extractor_specs(bank_path: Path, keys: list[str]) -> list[str]:
     return specs
 
 
-def predict_manifest(manifest_path: Path, bank_path: Path, model_dir: Path, out_csv: Path,
+def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path, out_csv: Path,
                      device: str = "cpu", weights_dir: Path | None = None,
                      progress: bool = True) -> pd.DataFrame:
     """Extract what the model needs and is missing, predict, write ``video_id,<targets>``.
@@ -113,8 +113,7 @@ def predict_manifest(manifest_path: Path, bank_path: Path, model_dir: Path, out_
     keeps one row per manifest row.
     """
     ensemble = FittedEnsemble.load(model_dir)
-    if not (bank_path / "zarr.json").is_file():
-        raise BankError(f"no feature bank at {bank_path}; the model's features are looked up there")
+    FeatureBank(bank_path, mode="r")  # the model's features are looked up there: it must exist
     keys = list(ensemble.block_dims)
     extract_manifest(manifest_path, bank_path, _extractor_specs(bank_path, keys), device=device,
                      weights_dir=weights_dir, progress=progress)

@@ -140,3 +140,10 @@ def test_killed_client_and_cluster_resume_to_the_same_bank(manifest, reference, 
     report = extract_manifest(manifest, bank, SPECS, progress=False)
     assert report.n_failed == 2 and all(c["pending"] == 0 for c in report.counts.values())
     assert_same_bank(reference, bank)
+
+
+def test_bank_on_an_fsspec_url_gives_the_same_bank(manifest, reference, tmp_path):
+    url = (tmp_path / "bank.zarr").as_uri()  # file:///...: the FsspecStore path, as for s3:// or gs://
+    report = extract_distributed(manifest, url, SPECS, workers=2, progress=False)
+    assert report.n_failed == 2 and FeatureBank(url, mode="r").path == url
+    assert_same_bank(reference, tmp_path / "bank.zarr")
