@@ -62,8 +62,8 @@ def _files(root: Path) -> list[Path]:
 
 
 def _disk(root: Path) -> tuple[int, int, int]:
-    """(apparent bytes, allocated bytes, files) under ``root``."""
-    stats = [p.stat() for p in _files(root)]
+    """(apparent bytes, allocated bytes, data files) under ``root``; zarr.json metadata excluded."""
+    stats = [p.stat() for p in _files(root) if p.name != "zarr.json"]
     return sum(s.st_size for s in stats), sum(s.st_blocks * 512 for s in stats), len(stats)
 
 
@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     nbytes = n * d * 4
     parent = args.dir or Path(tempfile.gettempdir())
     free = shutil.disk_usage(parent).free
-    if free < 3 * nbytes:
+    need = 3 * nbytes + n * 4096  # bank, npy files (each rounded up to a 4 KiB block), raw
+    if free < need:
         print(f"bank_load: refusing to run: {n} x {d} float32 is {nbytes / 1e6:.0f} MB, written three "
-              f"times (bank, npy files, raw), needs {3 * nbytes / 1e9:.1f} GB free in {parent}, "
+              f"times (bank, npy files, raw), needs {need / 1e9:.1f} GB free in {parent}, "
               f"which has {free / 1e9:.1f} GB; use --items/--dim or --dir", file=sys.stderr)
         return 1
     method = args.cold

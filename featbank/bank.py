@@ -327,13 +327,21 @@ class FeatureBank:
 
     # ----------------------------------------------------------------- reads
     def pooled(self, key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pooled features and status of ``rows`` (reads the covering row span once)."""
+        """Pooled features and status of ``rows`` (reads the covering row span once).
+
+        When ``rows`` is that span in order (a manifest extracted as one track: the common case),
+        the span is returned as read: gathering it would copy the whole matrix once more, which at
+        40k × 4k is another 655 MB to allocate and fill (see benchmarks/bench_bank_load.py).
+        """
         group = self.group(key)
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return np.zeros((0, group["pooled"].shape[1]), np.float32), np.zeros(0, np.int8)
         lo, hi = int(rows.min()), int(rows.max()) + 1
-        return group["pooled"][lo:hi][rows - lo], group["status"][lo:hi][rows - lo]
+        pooled, status = group["pooled"][lo:hi], group["status"][lo:hi]
+        if rows.size == hi - lo and rows[0] == lo and (np.diff(rows) == 1).all():
+            return pooled, status
+        return pooled[rows - lo], status[rows - lo]
 
     def failures(self, key: str) -> dict[str, dict]:
         if "failures" not in self.root or key not in self.root["failures"]:

@@ -63,6 +63,18 @@ def test_commit_writes_rows_and_records_failures(tmp_path):
     assert bank.failures("x@1") == {} and bank.status("x@1").tolist() == [OK, OK, ABSENT]
 
 
+def test_pooled_reads_any_row_selection_across_chunks(tmp_path):
+    bank = FeatureBank(tmp_path / "b.zarr")
+    bank.ensure_group("x@1", LAYOUT, {"extractor": "x"})
+    n = 2 * ROW_CHUNK + 3
+    rows = bank.register([digest(i) for i in range(n)])
+    bank.commit(rows, {}, {"x@1": {int(r): ok_row(float(r)) for r in rows}})
+    for sel in (np.arange(n), np.arange(5, ROW_CHUNK + 9), np.array([ROW_CHUNK + 1, 3, 3, 40]),
+                np.array([4, 6, 7])):
+        X, status = bank.pooled("x@1", sel)
+        assert X[:, 0].tolist() == sel.astype(float).tolist() and (status == OK).all()
+
+
 def test_validate_detects_broken_invariants(tmp_path):
     bank = FeatureBank(tmp_path / "b.zarr")
     bank.ensure_group("x@1", LAYOUT, {"extractor": "x"})
