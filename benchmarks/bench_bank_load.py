@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sections.append(("cold: not measured (--cold off)", None))
     for title, times in sections:
-        print(f"  {title}:")
+        print(f"  {title}" + (":" if times is not None else ""))
         if times is None:
             continue
         med = {name: statistics.median(ts) for name, ts in times.items()}
@@ -198,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

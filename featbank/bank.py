@@ -249,8 +249,10 @@ class FeatureBank:
         group = features.create_group(key)
         cap, R, T = self.capacity, ROW_CHUNK, layout.max_steps
         group.create_array("status", shape=(cap,), chunks=(R,), dtype="int8", fill_value=PENDING)
+        # Uncompressed: float features barely compress (1.08x with zstd on a 40k x 4096 matrix) and
+        # decompression made whole-matrix loads 3.4x slower (benchmarks/bench_bank_load.py).
         group.create_array("pooled", shape=(cap, layout.pooled_dim), chunks=(R, layout.pooled_dim),
-                           dtype="float32", fill_value=np.nan)
+                           dtype="float32", fill_value=np.nan, compressors=None)
         group.create_array("steps", shape=(cap, T, layout.step_dim), chunks=(R, T, layout.step_dim),
                            dtype="float32", fill_value=np.nan)
         group.create_array("mask", shape=(cap, T), chunks=(R, T), dtype="bool", fill_value=False)
@@ -311,19 +313,20 @@ class FeatureBank:
                     values[i, :n] = got[:n]
             self._write_rows(arr, rows, values)
         failures = self.root.require_group("failures").require_group(key)
-        digests = self.items["digest"]
+        span = self.items["digest"][rows.min():rows.max() + 1]  # one read, not one per row
+        names = {int(r): digest_hex(span[r - rows.min()]) for r in rows}
         for r in rows:
             out = per_row[int(r)]
             if out.status == FAILED:
-                rec = failures.require_group(digest_hex(digests[int(r)]))
+                rec = failures.require_group(names[int(r)])
                 rec.attrs.update({"error": out.error or "unknown error", "video_id": ids.get(int(r), ""),
                                   "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
         status = np.array([per_row[int(r)].status for r in rows], dtype="int8")
         self._write_rows(group["status"], rows, status)
+        recorded = set(failures.group_keys())
         for r in rows:
-            name = digest_hex(digests[int(r)])
-            if per_row[int(r)].status != FAILED and name in failures:
-                del failures[name]
+            if per_row[int(r)].status != FAILED and names[int(r)] in recorded:
+                del failures[names[int(r)]]
 
     # ----------------------------------------------------------------- reads
     def pooled(self, key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

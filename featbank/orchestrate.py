@@ -8,8 +8,10 @@ missing. ``process_chunk`` is the self-contained unit a distributed scheduler ca
 from __future__ import annotations
 
 import importlib.metadata as md
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +84,33 @@ def pending_work(bank: FeatureBank, rows: np.ndarray, exs: Sequence[Extractor],
     return dict(work)
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit: threadpool_limits | None = None
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Hold BLAS at one thread while any thread of this process is inside.
+
+    BLAS thread limits are process-wide, so a plain per-call limit would be lifted by the first of
+    two concurrent callers (threaded dask workers) to finish, mid-computation of the other.
+    """
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = threadpool_limits(1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limit is not None:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
 def process_chunk(bank: FeatureBank, work: dict[int, list[Extractor]], paths: dict[int, Path],
                   ids: dict[int, str], on_item: Callable[[], None] | None = None) -> list[tuple[str, str, str]]:
     """Extract the rows of one chunk, commit them together, return the failures.
@@ -95,7 +124,7 @@ def process_chunk(bank: FeatureBank, work: dict[int, list[Extractor]], paths: di
     outputs: dict[str, dict[int, object]] = defaultdict(dict)
     failures = []
     for row in sorted(work):
-        with threadpool_limits(1, user_api="blas"):
+        with single_threaded_blas():
             record, results = extract_item(paths[row], work[row])
         records[row] = record
         for key, out in results.items():
