@@ -78,13 +78,18 @@ def test_pooled_reads_any_row_selection_across_chunks(tmp_path):
 def test_validate_detects_broken_invariants(tmp_path):
     bank = FeatureBank(tmp_path / "b.zarr")
     bank.ensure_group("x@1", LAYOUT, {"extractor": "x"})
-    bank.register([digest(1), digest(2)])
+    bank.register([digest(1), digest(2), digest(3), digest(4)])
     g = bank.group("x@1")
     g["status"][0] = OK  # committed status without data: a half-written row
     g["status"][1] = FAILED  # failed without an error record
+    g["status"][2] = ABSENT  # absent stream, yet data
+    g["mask"][2, 0] = True
+    g["mask"][3, 0] = True  # pending with data: a commit killed before its status, harmless
     problems = bank.validate()
     assert any("non-finite pooled" in p for p in problems)
     assert any("without an error record" in p for p in problems)
+    assert any("absent but with valid steps" in p for p in problems)
+    assert not any("pending" in p for p in problems) and len(problems) == 4
 
 
 def test_layout_mismatch_and_missing_bank_are_errors(tmp_path):
