@@ -5,6 +5,7 @@ Layout (Zarr v3)::
     bank.zarr/
       items/                 one row per distinct file content (count in attrs)
         digest  (cap, 32) uint8   SHA-256 of the file bytes: the key shared by all tracks
+                                  (of the name, for items imported without media)
         n_frames, fps, width, height, has_audio, is_image, size_bytes, probe (status code)
       features/<name>@<config-hash>/        one group per extractor + configuration
         status     (cap,)              PENDING / OK / FAILED / ABSENT; written last: the commit mark
@@ -46,6 +47,7 @@ ROW_CHUNK = 32
 DIGEST_BYTES = 32
 
 PENDING, OK, FAILED, ABSENT = 0, 1, 2, 3
+IMPORT_SPEC_PREFIX = "import:"  # the ``spec`` attribute of groups made by ``featbank import``
 STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", ABSENT: "absent"}
 
 ITEM_FIELDS: dict[str, tuple[str, object]] = {
@@ -233,6 +235,10 @@ class FeatureBank:
             raise BankError(f"{self.path}: no feature group {key!r}; present: {self.group_keys()}")
         return self.root["features"][key]
 
+    def is_imported(self, key: str) -> bool:
+        """Whether a group was filled by ``featbank import`` (from a file) rather than extracted."""
+        return str(self.group(key).attrs.get("spec", "")).startswith(IMPORT_SPEC_PREFIX)
+
     def keys_for(self, name: str) -> list[str]:
         """Feature groups of extractor ``name`` (several when it was run with several configs)."""
         return [k for k in self.group_keys() if k.split("@")[0] == name]
@@ -352,16 +358,21 @@ class FeatureBank:
         return {name: dict(g.attrs) for name, g in self.root["failures"][key].groups()}
 
     # ---------------------------------------------------------------- tracks
-    def save_track(self, manifest: Path, video_ids: list[str], paths: list[Path],
+    def save_track(self, manifest: Path, video_ids: list[str], paths: list,
                    digests: list[bytes]) -> None:
-        """Remember a manifest's digests, so later commands need not re-hash its files."""
+        """Remember a manifest's digests, so later commands need not re-hash its files.
+
+        ``paths`` are media files or imported items (anything else: stored by its text, with size
+        and mtime 0; such entries are never looked up, imported items are digested by name).
+        """
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(manifest.resolve()).strip("/"))[-120:]
-        stats = [p.stat() for p in paths]
+        stats = [p.stat() if isinstance(p, Path) else None for p in paths]
         track = self.root.require_group("tracks").require_group(slug)
         track.attrs.update({
             "manifest": str(manifest.resolve()), "video_ids": video_ids,
-            "paths": [str(p.resolve()) for p in paths], "digests": [d.hex() for d in digests],
-            "sizes": [s.st_size for s in stats], "mtimes": [s.st_mtime_ns for s in stats],
+            "paths": [str(p.resolve()) if isinstance(p, Path) else str(p) for p in paths],
+            "digests": [d.hex() for d in digests],
+            "sizes": [s.st_size if s else 0 for s in stats], "mtimes": [s.st_mtime_ns if s else 0 for s in stats],
         })
 
     def hash_cache(self) -> dict[tuple[str, int, int], bytes]:
@@ -421,8 +432,11 @@ class FeatureBank:
             problems.append(f"{key}: unknown status codes {sorted(set(status.tolist()) - set(STATUS_NAMES))}")
         pooled, mask = g["pooled"][:n], g["mask"][:n]
         ok = status == OK
-        if ok.any() and not np.isfinite(pooled[ok]).all():
-            problems.append(f"{key}: {int((~np.isfinite(pooled[ok])).any(1).sum())} committed rows with non-finite pooled features")
+        # Imported feature files have genuine gaps (NaN, imputed inside each fold); only an
+        # infinity is broken there. Extractors always produce finite vectors for OK rows.
+        broken = np.isinf(pooled[ok]) if self.is_imported(key) else ~np.isfinite(pooled[ok])
+        if broken.any():
+            problems.append(f"{key}: {int(broken.any(1).sum())} committed rows with non-finite pooled features")
         if ok.any() and not mask[ok].any(axis=1).all():
             problems.append(f"{key}: committed rows without any valid step")
         # PENDING (and FAILED, being retried) rows may hold data of a commit killed before its

@@ -120,6 +120,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", type=Path, default=None)
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser(
+        "import", help="bring a feature set computed elsewhere (.mat, .h5, .npy/.npz, .csv, .parquet) into the bank",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Import a feature matrix (one row per video) and its label file. The items become\n"
+                    "imported items without media (path featbank-import://DATASET/ID in the manifest\n"
+                    "written to --manifest-out); the matrix becomes the feature group NAME, so\n"
+                    "`featbank fit --manifest M --features NAME` works as for extracted features.\n"
+                    "Rows are matched by id when both files have one, else by order (counts must\n"
+                    "agree). ±inf becomes NaN (imputed inside each fold); a row that is NaN\n"
+                    "throughout is recorded as failed (exit 6). Re-importing the same file is a no-op.",
+        epilog="""examples:
+  # VIDEVAL features of KoNViD-1k (MATLAB, 1200x60) with their MOS; rows in the label file's order
+  featbank import --features KONVID_1K_VIDEVAL_feats.mat --key feats_mat \\
+      --labels KONVID_1K_metadata.csv --label-columns mos --id-column flickr_id \\
+      --name videval --dataset konvid1k --manifest-out konvid_videval.csv
+  # a second feature set of the same dataset lands on the same items: fit both together
+  featbank import --features KONVID_1K_BRISQUE_feats.mat --labels KONVID_1K_metadata.csv \\
+      --label-columns mos --id-column flickr_id --name brisque --dataset konvid1k --manifest-out konvid.csv
+  featbank fit --manifest konvid.csv --features videval,brisque --targets mos
+  # features and labels in one CSV (THQA): the label columns are never features
+  featbank import --features vvmf_results_a01.csv --labels vvmf_results_a01.csv --id-column Image \\
+      --label-columns Score --name thqa_vvmf --manifest-out thqa.csv
+""")
+    p.add_argument("--features", required=True, type=Path, metavar="FILE",
+                   help="feature file: .mat (v5 or v7.3), .h5/.hdf5, .npy, .npz, .csv or .parquet")
+    p.add_argument("--key", default=None, metavar="VAR",
+                   help="variable (.mat), dataset path (.h5) or array (.npz) holding the matrix; "
+                        "needed when the file holds several (the error lists them)")
+    p.add_argument("--labels", required=True, type=Path, metavar="FILE",
+                   help="label file (.csv or .parquet), one row per item; may be the feature file itself")
+    p.add_argument("--id-column", default=None, metavar="C",
+                   help="column of item ids: in a tabular feature file, and in the label file unless "
+                        "--label-id-column says otherwise; without ids items are named by row number")
+    p.add_argument("--label-id-column", default=None, metavar="C",
+                   help="id column of the label file when it differs from --id-column")
+    p.add_argument("--label-columns", type=_csv, default=None, metavar="A,B",
+                   help="label columns, comma-separated (default: the label file's only numeric "
+                        "column); other label-file columns are kept as meta_* in the manifest")
+    p.add_argument("--group-column", default=None, metavar="C",
+                   help="label-file column of source content ids, so CV folds never split a source")
+    p.add_argument("--name", required=True, help="feature group name to use with --features in fit/export")
+    p.add_argument("--dataset", default=None,
+                   help="dataset the ids belong to (default: the label file's name); imports of the "
+                        "same dataset share items, so their feature sets can be fitted together")
+    p.add_argument("--manifest-out", required=True, type=Path, metavar="M.csv",
+                   help="manifest to write (CSV, or Parquet by suffix) for fit / predict / export")
+    _add_bank(p)
+
+    p = sub.add_parser("export", help="write a manifest's features and labels to HDF5 or Parquet",
+                       description="One row per manifest item (in manifest order) with its labels and the\n"
+                                   "pooled features of each named group, exactly as banked (float32).\n"
+                                   "Parquet columns are GROUP:FEATURE; HDF5 holds features/GROUP matrices\n"
+                                   "with their feature names and provenance as attributes. Items whose\n"
+                                   "extraction failed are kept with NaN features.",
+                       epilog="example:\n  featbank export --manifest train.csv --features handcrafted,audio "
+                              "--out train_features.parquet",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", required=True, type=Path, help="manifest whose items to export")
+    p.add_argument("--features", required=True, type=_csv,
+                   help="feature groups, comma-separated extractor / imported names or exact bank keys")
+    p.add_argument("--out", required=True, type=Path, help="output file: .h5/.hdf5 or .parquet")
+    _add_bank(p)
+
     p = sub.add_parser("check", help="validate a manifest (and its fit to a track) without doing any work",
                        description="Reads the manifest, checks every row (files, ids, labels, paths) and, "
                                    "with --track, the track's requirements; prints a summary. Exit 2 "
@@ -215,6 +278,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                              weights_dir=weights_dir(args.weights_dir), progress=not args.no_progress)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return EXIT_ITEMS_FAILED if preds.drop(columns="video_id").isna().any(axis=None) else 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from featbank.importing import import_features
+
+    report = import_features(args.bank, args.manifest_out, args.features, args.labels, args.name,
+                             dataset=args.dataset, key=args.key, id_column=args.id_column,
+                             label_columns=args.label_columns, label_id_column=args.label_id_column,
+                             group_column=args.group_column)
+    print(report.text)
+    return EXIT_ITEMS_FAILED if report.failed else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from featbank.exporting import export_features
+
+    out = export_features(args.bank, args.manifest, args.features, args.out)
+    print(f"wrote {out}")
+    return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -321,6 +403,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"extract": _cmd_extract, "fit": _cmd_fit, "predict": _cmd_predict, "check": _cmd_check,
+            "import": _cmd_import, "export": _cmd_export,
             "tracks": _cmd_tracks, "info": _cmd_info, "status": _cmd_status,
             "validate": _cmd_validate, "extractors": _cmd_extractors, "demo": _cmd_demo}
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from featbank.errors import MediaError
+from featbank.manifest import MediaItem, VirtualItem
 from featbank.media import MediaInfo
 from featbank.sampling import Plan
 
@@ -179,12 +180,16 @@ def rgb8(img: Image.Image) -> np.ndarray:
 MediaSource = VideoFile | ImageFile
 
 
-def open_media(path: Path) -> MediaSource:
+def open_media(path: MediaItem) -> MediaSource:
     """Open an item for decoding; :class:`MediaError` when it is absent or undecodable.
 
     The suffix picks images; anything else is probed, and served as an image when FFmpeg finds
-    a still-image format inside (PNG bytes saved as ``x.mp4``).
+    a still-image format inside (PNG bytes saved as ``x.mp4``). An imported item has only the
+    features it was imported with, so extracting anything else from it is a per-item failure.
     """
+    if isinstance(path, VirtualItem):
+        raise MediaError(f"{path.uri}: imported item has no media to decode (its features came from "
+                         f"`featbank import`; import other feature sets for it the same way)")
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
     if path.stat().st_size == 0:

@@ -32,6 +32,7 @@ import extractors
 from extractors.base import Extractor
 from featbank.bank import FeatureBank
 from featbank.errors import FeatbankError
+from featbank.manifest import item_text, media_item
 from featbank.orchestrate import ExtractionPlan, ExtractReport, plan_extraction, process_chunk
 
 TASK_RETRIES = 2
@@ -106,7 +107,7 @@ def run_chunk(bank_path: str, work: dict[int, list[str]], paths: dict[int, str],
     built = _extractors_on_worker(specs, device, weights_dir)
     bank = FeatureBank(bank_path)
     return process_chunk(bank, {row: [built[s] for s in names] for row, names in work.items()},
-                         {row: Path(p) for row, p in paths.items()}, ids)
+                         {row: media_item(p, Path("/")) for row, p in paths.items()}, ids)  # item_text: absolute
 
 
 def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
@@ -138,7 +139,7 @@ def _run_plan(client: Client, plan: ExtractionPlan, bank_path: str, device: str,
         future = client.submit(
             run_chunk, bank_path,
             {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
-            {row: str(plan.paths[row].resolve()) for row in work}, {row: plan.ids[row] for row in work},
+            {row: item_text(plan.paths[row]) for row in work}, {row: plan.ids[row] for row in work},
             tuple(plan.specs), device, str(weights_dir) if weights_dir else None,
             key=f"featbank-chunk-{chunk}-{uuid.uuid4().hex[:8]}", retries=TASK_RETRIES, pure=False,
             **options,

@@ -20,6 +20,7 @@ from extractors.base import Extractor
 from featbank.bank import ABSENT, FAILED, OK, ItemRecord, StepFeatures
 from featbank.decode import MediaSource, audio_steps, iter_steps, open_media
 from featbank.errors import MediaError
+from featbank.manifest import MediaItem
 from featbank.sampling import Plan
 
 
@@ -113,9 +114,9 @@ def _run_audio(source: MediaSource, runners: list[StepRunner]) -> dict[int, Step
     return absent
 
 
-def extract_item(path: Path, extractors: list[Extractor]) -> tuple[ItemRecord, dict[str, StepFeatures]]:
+def extract_item(path: MediaItem, extractors: list[Extractor]) -> tuple[ItemRecord, dict[str, StepFeatures]]:
     """Decode ``path`` once and return its probe record and one result per extractor key."""
-    size = path.stat().st_size if path.is_file() else 0
+    size = path.stat().st_size if isinstance(path, Path) and path.is_file() else 0
     try:
         source = open_media(path)
     except Exception as exc:  # MediaError is the expected kind; see the module docstring

@@ -1,7 +1,7 @@
 """From a manifest and a bank to the feature blocks the regressors consume.
 
-Feature groups are named by extractor (``handcrafted``) or by exact bank key
-(``handcrafted@1a2b3c4d5e``) when one extractor was run with several configurations.
+Feature groups are named by extractor (``handcrafted``), by the name given to ``featbank import``
+(``videval``), or by exact bank key (``handcrafted@1a2b3c4d5e``) when one name has several groups.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import extractors
 from featbank.bank import ABSENT, FAILED, OK, PENDING, FeatureBank
 from featbank.errors import BankError
 from featbank.hashing import digest_paths
-from featbank.manifest import Manifest
+from featbank.manifest import Manifest, VirtualItem
 
 
 @dataclass
@@ -33,8 +33,14 @@ class FeatureBlocks:
         return {k: v[self.usable] for k, v in self.blocks.items()}
 
 
-def resolve_key(bank: FeatureBank, spec: str) -> str:
-    """Bank group for a feature-group spec; a bare extractor name must be unambiguous."""
+def resolve_key(bank: FeatureBank, spec: str, rows: np.ndarray | None = None) -> str:
+    """Bank group for a feature-group spec; a bare name must be unambiguous.
+
+    An extractor name run with several configurations resolves to its current default
+    configuration. An imported name (``featbank import --name videval``) imported from several
+    files (KoNViD's and LIVE-VQC's VIDEVAL) resolves to the one group that holds every one of
+    ``rows``, the manifest's items: the files cover different items, so at most one fits.
+    """
     if "@" in spec:
         bank.group(spec)
         return spec
@@ -43,11 +49,25 @@ def resolve_key(bank: FeatureBank, spec: str) -> str:
         return keys[0]
     if not keys:
         raise BankError(f"{bank.path} has no {spec!r} features; run "
-                        f"`featbank extract --manifest M --extractor {spec}` first")
-    default = extractors.create(spec).key
-    if default in keys:
-        return default
+                        f"`featbank extract --manifest M --extractor {spec}` (or `featbank import` "
+                        f"for a feature file) first")
+    if spec.partition(":")[0] in extractors.REGISTRY:
+        default = extractors.create(spec).key
+        if default in keys:
+            return default
+    elif rows is not None:
+        covering = [k for k in keys if (bank.status(k, rows) != PENDING).all()]
+        if len(covering) == 1:
+            return covering[0]
     raise BankError(f"{spec!r} is ambiguous in {bank.path}: name one of {', '.join(keys)}")
+
+
+def _not_yet(bank: FeatureBank, key: str) -> str:
+    """What to do about items a group has no row for: extract them, or import their features."""
+    if bank.is_imported(key):
+        return ("imported features cannot be re-extracted; import the new items' features too "
+                f"(`featbank import --name {key.split('@')[0]} ...` with a file that holds them)")
+    return "run `featbank extract` first"
 
 
 def manifest_rows(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
@@ -56,8 +76,10 @@ def manifest_rows(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
     missing = np.flatnonzero(rows < 0)
     if missing.size:
         first = ", ".join(manifest.video_ids[i] for i in missing[:5])
+        todo = ("import their features with `featbank import`" if isinstance(paths[missing[0]], VirtualItem)
+                else "run `featbank extract` on this manifest first")
         raise BankError(f"{missing.size} items of {manifest.source} are not in {bank.path} "
-                        f"(e.g. {first}); run `featbank extract` on this manifest first")
+                        f"(e.g. {first}); {todo}")
     return rows
 
 
@@ -67,12 +89,12 @@ def load_blocks(bank: FeatureBank, manifest: Manifest, specs: list[str]) -> Feat
     usable = np.ones(len(rows), dtype=bool)
     dropped: list[tuple[str, str]] = []
     for spec in specs:
-        key = resolve_key(bank, spec)
+        key = resolve_key(bank, spec, rows)
         X, status = bank.pooled(key, rows)
         pending = np.flatnonzero(status == PENDING)
         if pending.size:
             raise BankError(f"{pending.size} items of {manifest.source} have no {key} features yet "
-                            f"(e.g. {manifest.video_ids[pending[0]]}); run `featbank extract` first")
+                            f"(e.g. {manifest.video_ids[pending[0]]}); {_not_yet(bank, key)}")
         failed = status == FAILED
         dropped += [(manifest.video_ids[i], key) for i in np.flatnonzero(failed & usable)]
         usable &= np.isin(status, (OK, ABSENT))

@@ -3,7 +3,8 @@
 A manifest is a CSV or Parquet table with columns
 
 - ``video_id`` (required, unique): the name the track's submission files use;
-- ``path`` (required): the media file, relative to the manifest's directory (or ``root``);
+- ``path`` (required): the media file, relative to the manifest's directory (or ``root``), or
+  ``featbank-import://<dataset>/<video_id>`` for an *imported* item (see :class:`VirtualItem`);
 - ``group`` (optional): source content / prompt id, so cross-validation never splits one source
   across train and test;
 - ``prompt`` (optional): the text prompt of AI-generated items;
@@ -17,6 +18,7 @@ one row at a time costs a user an afternoon.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,59 @@ REQUIRED = ("video_id", "path")
 RESERVED = ("video_id", "path", "group", "prompt")
 META_PREFIX = "meta_"
 MAX_LISTED = 20
+IMPORT_SCHEME = "featbank-import://"
+DATASET_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class VirtualItem:
+    """An item whose features were imported from a file (``featbank import``): it has no media.
+
+    Its manifest ``path`` is ``featbank-import://<dataset>/<video_id>``; the bank keys it by a
+    digest of that name (:func:`featbank.hashing.virtual_digest`) instead of file bytes, so
+    nothing is looked up on disk and every import of the same dataset lands on the same rows.
+    """
+
+    dataset: str
+    video_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"{IMPORT_SCHEME}{self.dataset}/{self.video_id}"
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+MediaItem = Path | VirtualItem
+"""What a manifest row points at: a media file, or an imported item without one."""
+
+
+def is_virtual(path: str) -> bool:
+    return path.startswith(IMPORT_SCHEME)
+
+
+def parse_virtual(path: str) -> VirtualItem | None:
+    """The item named by a ``featbank-import://<dataset>/<video_id>`` path; None when malformed."""
+    dataset, sep, video_id = path[len(IMPORT_SCHEME):].partition("/")
+    if not sep or not DATASET_NAME.match(dataset) or not video_id.strip():
+        return None
+    return VirtualItem(dataset, video_id)
+
+
+def media_item(path: str, root: Path) -> MediaItem:
+    """A manifest ``path`` (or the text :func:`item_text` made of one) as a file or a virtual item."""
+    if is_virtual(path):
+        item = parse_virtual(path)
+        if item is None:
+            raise ManifestError(f"malformed import path {path!r}: expected {IMPORT_SCHEME}<dataset>/<video_id>")
+        return item
+    return root / path
+
+
+def item_text(item: MediaItem) -> str:
+    """A self-contained text form (absolute path or import URI), for passing items to workers."""
+    return item.uri if isinstance(item, VirtualItem) else str(item.resolve())
 
 
 @dataclass(frozen=True)
@@ -51,8 +106,9 @@ class Manifest:
     def groups(self) -> pd.Series | None:
         return self.table["group"] if "group" in self.table.columns else None
 
-    def media_paths(self) -> list[Path]:
-        return [self.root / p for p in self.table["path"]]
+    def media_paths(self) -> list[MediaItem]:
+        """Each row's media file, or its :class:`VirtualItem` when the row was imported."""
+        return [media_item(p, self.root) for p in self.table["path"]]
 
     def labels(self, targets: list[str]) -> pd.DataFrame:
         missing = [t for t in targets if t not in self.label_columns]
@@ -86,6 +142,8 @@ def row_list(rows: pd.Index | list[int]) -> str:
 
 
 def _escapes_root(rel: str) -> bool:
+    if is_virtual(rel):  # an import URI names no file, so it cannot escape anything
+        return False
     norm = os.path.normpath(rel)
     return os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep)
 
@@ -109,8 +167,13 @@ def _problems(table: pd.DataFrame, root: Path, check_files: bool) -> list[str]:
     escaping = table.index[paths.map(_escapes_root)]
     if len(escaping):
         problems.append(f"path is absolute or escapes the manifest root at {row_list(escaping)}")
+    virtual = paths.map(is_virtual)
+    malformed = table.index[virtual & paths.map(lambda p: parse_virtual(p) is None)]
+    if len(malformed):
+        problems.append(f"malformed import path (expected {IMPORT_SCHEME}<dataset>/<video_id>, dataset "
+                        f"of letters, digits, '_', '.', '-') at {row_list(malformed)}")
     if check_files:
-        ok = paths.ne("") & ~paths.map(_escapes_root)
+        ok = paths.ne("") & ~paths.map(_escapes_root) & ~virtual
         not_files = [i for i in table.index[ok] if not (root / paths[i]).is_file()]
         for reason, rows in _why_not_files(root, paths, not_files).items():
             first = root / paths[rows[0]]
@@ -153,8 +216,13 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
                   check_files: bool = True) -> Manifest:
     """Read and validate a manifest; raise one :class:`ManifestError` listing every problem."""
     source = Path(path)
-    table = _read_table(source).reset_index(drop=True)
     base = Path(root) if root is not None else source.parent
+    return validate_table(_read_table(source), source, base, check_files)
+
+
+def validate_table(table: pd.DataFrame, source: Path, base: Path, check_files: bool = True) -> Manifest:
+    """Validate an in-memory manifest table (e.g. one about to be written); see :func:`load_manifest`."""
+    table = table.reset_index(drop=True)
     problems = _problems(table, base, check_files)
     if problems:
         raise ManifestError(f"manifest {source} is invalid:\n  - " + "\n  - ".join(problems))

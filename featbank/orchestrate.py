@@ -24,7 +24,7 @@ from featbank import __version__
 from featbank.bank import FAILED, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord
 from featbank.extract import extract_item
 from featbank.hashing import digest_paths
-from featbank.manifest import Manifest, load_manifest
+from featbank.manifest import Manifest, MediaItem, load_manifest
 
 
 @dataclass
@@ -111,7 +111,7 @@ def single_threaded_blas() -> Iterator[None]:
                 _blas_limit = None
 
 
-def process_chunk(bank: FeatureBank, work: dict[int, list[Extractor]], paths: dict[int, Path],
+def process_chunk(bank: FeatureBank, work: dict[int, list[Extractor]], paths: dict[int, MediaItem],
                   ids: dict[int, str], on_item: Callable[[], None] | None = None) -> list[tuple[str, str, str]]:
     """Extract the rows of one chunk, commit them together, return the failures.
 
@@ -150,7 +150,7 @@ class ExtractionPlan:
     extractors: list[Extractor]
     rows: np.ndarray
     chunks: dict[int, dict[int, list[Extractor]]]
-    paths: dict[int, Path]
+    paths: dict[int, MediaItem]
     ids: dict[int, str]
 
     @property
@@ -180,7 +180,7 @@ def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Seq
     for ex, spec in zip(exs, specs):
         bank.ensure_group(ex.key, layout_of(ex), provenance_of(ex, spec))
         bank.root.require_group("failures").require_group(ex.key)  # workers only add below it
-    paths: dict[int, Path] = {}
+    paths: dict[int, MediaItem] = {}
     ids: dict[int, str] = {}
     for row, path, vid in zip(rows.tolist(), manifest.media_paths(), manifest.video_ids):
         paths.setdefault(row, path)

@@ -92,10 +92,16 @@ def fit_manifest(manifest_path: Path, bank_path: str | Path, features: list[str]
 
 
 def _extractor_specs(bank_path: str | Path, keys: list[str]) -> list[str]:
-    """The extractor spec that produced each bank key, checked against the current code."""
+    """The extractor spec that produced each extracted bank key, checked against the current code.
+
+    Imported groups are skipped: there is nothing to extract for them. Items of the manifest that
+    such a group lacks stop the prediction in :func:`load_blocks`, which says to import them.
+    """
     bank = FeatureBank(bank_path, mode="r")
     specs = []
     for key in keys:
+        if bank.is_imported(key):
+            continue
         spec = bank.group(key).attrs["spec"]
         if extractors.create(spec).key != key:
             raise BankError(f"the model was fitted on {key}, but extractor {spec!r} now produces "
