@@ -10,7 +10,7 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ("decode_once", "bank_load", "workers")
+BENCHMARKS = ("decode_once", "bank_load", "workers", "videval")
 
 
 def main(argv: list[str]) -> int:

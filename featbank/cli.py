@@ -109,6 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/fit"), help="output directory (default runs/fit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("evaluate", help="score learners and the stack under a named, reproducible protocol",
+                       description="Fits every (feature group x learner) base model, and with --stack their "
+                                   "blend, on each split of a protocol and scores the held-out part: "
+                                   "medians and spread over splits, side by side. Hyper-parameters are "
+                                   "chosen inside training parts only; the split indices are saved.",
+                       epilog="protocols:\n"
+                              "  videval[:N]       VIDEVAL's N (100) random 80/20 splits, seeds ceil(8.8 i)\n"
+                              "  kfold[:K[xR]]     K-fold (5), repeated R times, grouped by `group` if present\n"
+                              "  holdout:COL=VAL   train where column COL equals VAL, score the rest (NTIRE)\n"
+                              "learner svr_grid is VIDEVAL's RBF-SVR with its inner 80/20 grid search.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", required=True, type=Path, help="manifest with label columns")
+    p.add_argument("--features", required=True, type=_csv, help="feature groups, comma-separated")
+    p.add_argument("--targets", type=_csv, default=None, help="label columns (default: all)")
+    p.add_argument("--protocol", default="videval", help="see below (default videval, 100 splits)")
+    _add_bank(p)
+    _add_fit_options(p)
+    p.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("predict", help="score a manifest with a fitted model; writes a submission CSV",
                        description="Extracts whatever features the model needs and the bank lacks, "
                                    "then writes one row per item: video_id and one column per target.")
@@ -270,6 +290,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from featbank.workflow import evaluate_manifest
+
+    outcome = evaluate_manifest(args.manifest, args.bank, args.features, args.targets, args.learners,
+                                args.protocol, stack=args.stack, out_dir=args.out, seed=args.seed,
+                                n_jobs=args.jobs, progress=not args.no_progress)
+    print(outcome.text)
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from featbank.weights import weights_dir
     from featbank.workflow import predict_manifest
@@ -402,10 +432,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"extract": _cmd_extract, "fit": _cmd_fit, "predict": _cmd_predict, "check": _cmd_check,
-            "import": _cmd_import, "export": _cmd_export,
-            "tracks": _cmd_tracks, "info": _cmd_info, "status": _cmd_status,
-            "validate": _cmd_validate, "extractors": _cmd_extractors, "demo": _cmd_demo}
+COMMANDS = {"extract": _cmd_extract, "fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+            "check": _cmd_check, "import": _cmd_import, "export": _cmd_export, "tracks": _cmd_tracks,
+            "info": _cmd_info, "status": _cmd_status, "validate": _cmd_validate,
+            "extractors": _cmd_extractors, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

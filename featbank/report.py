@@ -24,7 +24,7 @@ def summary_table(summary: pd.DataFrame, target: str) -> pd.DataFrame:
     """Rows of one target: model, then 'median ± std' of each shown metric, best first."""
     rows = summary[summary["target"] == target]
     table = pd.DataFrame({"model": rows["model"].to_numpy()})
-    for metric in SHOWN:
+    for metric in (m for m in SHOWN if f"{m}_median" in summary.columns):
         med, sd = rows[f"{metric}_median"].to_numpy(), rows[f"{metric}_std"].to_numpy()
         table[metric] = [f"{m:.4f} ± {s:.4f}" if np.isfinite(s) else f"{m:.4f}" for m, s in zip(med, sd)]
     return table

@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 
 import extractors
+from featbank import protocols
 from featbank.bank import FeatureBank
 from featbank.crossval import CVResult, FittedEnsemble, cross_validate, fit_final, fold_ids
-from featbank.errors import BankError, ManifestError
-from featbank.features import load_blocks
-from featbank.manifest import load_manifest
+from featbank.errors import BankError, FeatbankError, ManifestError
+from featbank.features import FeatureBlocks, load_blocks
+from featbank.manifest import Manifest, load_manifest
 from featbank.orchestrate import extract_manifest
+from featbank.protocols import Protocol
 from featbank.report import summary_table, write_report
 
 
@@ -58,20 +60,41 @@ def _progress_bar(enabled: bool, desc: str) -> tuple[Callable[[int, int], None],
     return update, bar.close
 
 
-def fit_manifest(manifest_path: Path, bank_path: str | Path, features: list[str], targets: list[str] | None,
-                 learners: list[str], n_splits: int, repeats: int, seed: int, stack: bool,
-                 out_dir: Path, n_jobs: int = -1, progress: bool = True) -> FitOutcome:
+@dataclass
+class TrainingData:
+    """A manifest's usable rows as regressors see them: blocks, labels (n, targets), groups."""
+
+    manifest: Manifest
+    targets: list[str]
+    features: FeatureBlocks
+    blocks: dict[str, np.ndarray]
+    Y: np.ndarray
+    groups: np.ndarray | None
+
+    @property
+    def video_ids(self) -> np.ndarray:
+        return np.asarray(self.manifest.video_ids)[self.features.usable]
+
+
+def training_data(manifest_path: Path, bank_path: str | Path, features: list[str],
+                  targets: list[str] | None) -> TrainingData:
+    """Labels and banked features of every manifest row whose extraction did not fail."""
     manifest = load_manifest(manifest_path)
     targets = targets or manifest.label_columns
     if not targets:
         raise ManifestError(f"{manifest.source} has no label columns to fit")
     labels = manifest.labels(targets)
-    bank = FeatureBank(bank_path, mode="r")
-    fb = load_blocks(bank, manifest, features)
-    blocks = fb.subset()
-    Y = labels.to_numpy()[fb.usable]
+    fb = load_blocks(FeatureBank(bank_path, mode="r"), manifest, features)
     groups = manifest.groups.to_numpy()[fb.usable] if manifest.groups is not None else None
-    folds = fold_ids(len(Y), n_splits=n_splits, repeats=repeats, seed=seed, groups=groups)
+    return TrainingData(manifest, list(targets), fb, fb.subset(), labels.to_numpy()[fb.usable], groups)
+
+
+def fit_manifest(manifest_path: Path, bank_path: str | Path, features: list[str], targets: list[str] | None,
+                 learners: list[str], n_splits: int, repeats: int, seed: int, stack: bool,
+                 out_dir: Path, n_jobs: int = -1, progress: bool = True) -> FitOutcome:
+    data = training_data(manifest_path, bank_path, features, targets)
+    blocks, Y, targets, fb = data.blocks, data.Y, data.targets, data.features
+    folds = fold_ids(len(Y), n_splits=n_splits, repeats=repeats, seed=seed, groups=data.groups)
     update, close = _progress_bar(progress, "cross-validate")
     try:
         result = cross_validate(blocks, Y, targets, learners, folds, stack=stack, n_jobs=n_jobs,
@@ -81,8 +104,7 @@ def fit_manifest(manifest_path: Path, bank_path: str | Path, features: list[str]
     ensemble = fit_final(blocks, Y, targets, learners, result, stack=stack, n_jobs=n_jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     ensemble.save(out_dir / "model")
-    ids = np.asarray(manifest.video_ids)[fb.usable]
-    oof = result.oof.assign(video_id=ids[result.oof["sample"].to_numpy()])
+    oof = result.oof.assign(video_id=data.video_ids[result.oof["sample"].to_numpy()])
     oof.to_csv(out_dir / "oof.csv", index=False)
     result.scores.to_csv(out_dir / "scores.csv", index=False)
     summary = result.summary()
@@ -132,3 +154,84 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     preds.to_csv(out_csv, index=False)
     return preds
+
+
+PROTOCOLS = "videval[:SPLITS] | kfold[:K[xREPEATS]] | holdout:COLUMN=VALUE"
+
+
+def protocol_for(spec: str, data: TrainingData, seed: int = 0) -> Protocol:
+    """The splits a protocol spec names, over ``data``'s usable rows.
+
+    ``kfold`` is grouped whenever the manifest has a ``group`` column; ``holdout:meta_split=train``
+    trains where that column equals ``train`` and scores every other row (NTIRE's train/val).
+    """
+    name, _, arg = spec.partition(":")
+    n = len(data.Y)
+    try:
+        if name == "videval":
+            return protocols.videval(n, int(arg) if arg else 100)
+        if name == "kfold":
+            k, _, repeats = (arg or "5").partition("x")
+            return protocols.grouped_kfold(n, int(k), int(repeats or 1), seed, data.groups)
+        if name == "holdout" and "=" in arg:
+            column, value = arg.split("=", 1)
+            if column not in data.manifest.table.columns:
+                raise ManifestError(f"holdout column {column!r} is not in {data.manifest.source}")
+            values = data.manifest.table[column].astype(str).to_numpy()[data.features.usable]
+            return protocols.holdout(values == value, seed)
+    except ValueError as error:
+        raise FeatbankError(f"bad protocol {spec!r}: {error}") from error
+    raise FeatbankError(f"unknown protocol {spec!r}; use {PROTOCOLS}")
+
+
+@dataclass
+class EvaluateOutcome:
+    summary: pd.DataFrame
+    out_dir: Path
+    report: Path
+
+    @property
+    def text(self) -> str:
+        parts = []
+        for target in self.summary["target"].unique():
+            parts += [f"\n== {target} (median ± std over splits) ==",
+                      summary_table(self.summary, target).to_string(index=False)]
+        parts.append(f"\nreport: {self.report}")
+        return "\n".join(parts)
+
+
+def evaluate_manifest(manifest_path: Path, bank_path: str | Path, features: list[str],
+                      targets: list[str] | None, learners: list[str], protocol: str, stack: bool,
+                      out_dir: Path, seed: int = 0, n_jobs: int = -1, progress: bool = True) -> EvaluateOutcome:
+    """Score base learners (and the stack) under a named protocol, per target; write the results.
+
+    ``out_dir`` gets ``splits.npz`` (the exact index sets), ``scores.csv`` (per split, model and
+    target), ``summary.csv`` (median and std), ``predictions.csv``, ``stack_weights.csv`` and a
+    report with plots.
+    """
+    data = training_data(manifest_path, bank_path, features, targets)
+    splits = protocol_for(protocol, data, seed)
+    scores, predictions, weights, summaries = [], [], [], []
+    for t, target in enumerate(data.targets):
+        update, close = _progress_bar(progress, f"evaluate {target}")
+        try:
+            result = protocols.evaluate(data.blocks, data.Y[:, t], splits, learners, stack=stack,
+                                        n_jobs=n_jobs, progress=update)
+        finally:
+            close()
+        scores.append(result.scores.assign(target=target))
+        predictions.append(result.predictions.assign(
+            target=target, video_id=data.video_ids[result.predictions["sample"].to_numpy()]))
+        weights.append(result.stack_weights.assign(target=target))
+        summaries.append(result.summary().assign(target=target))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits.save(out_dir / "splits.npz")
+    pd.concat(scores, ignore_index=True).to_csv(out_dir / "scores.csv", index=False)
+    preds = pd.concat(predictions, ignore_index=True)
+    preds.to_csv(out_dir / "predictions.csv", index=False)
+    if stack:
+        pd.concat(weights, ignore_index=True).to_csv(out_dir / "stack_weights.csv", index=False)
+    summary = pd.concat(summaries, ignore_index=True)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    report = write_report(preds.rename(columns={"split": "repeat"}), summary, out_dir)
+    return EvaluateOutcome(summary=summary, out_dir=out_dir, report=report)

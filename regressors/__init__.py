@@ -3,5 +3,6 @@
 from regressors.learners import LEARNERS, make_learner
 from regressors.mlp import MLPHeadRegressor
 from regressors.persist import load_learner, save_learner
+from regressors.svr_grid import SVRGridRegressor
 
-__all__ = ["LEARNERS", "MLPHeadRegressor", "load_learner", "make_learner", "save_learner"]
+__all__ = ["LEARNERS", "MLPHeadRegressor", "SVRGridRegressor", "load_learner", "make_learner", "save_learner"]

@@ -24,11 +24,12 @@ from sklearn.impute import SimpleImputer
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import ElasticNetCV, RidgeCV
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVR
 
 from featbank.errors import FeatbankError
 from regressors.mlp import MLPHeadRegressor
+from regressors.svr_grid import SVRGridRegressor
 
 _TRUSTED_CLASSES: tuple[type, ...] = (
     # containers and scalars that skops encodes structurally
@@ -37,6 +38,7 @@ _TRUSTED_CLASSES: tuple[type, ...] = (
     # make_learner's pipeline parts
     Pipeline, SimpleImputer, StandardScaler, TransformedTargetRegressor,
     SVR, ElasticNetCV, LGBMRegressor, Booster, KernelRidge, RidgeCV, MLPHeadRegressor,
+    SVRGridRegressor, MinMaxScaler,
 )  # fmt: skip
 
 TRUSTED_TYPES: frozenset[str] = frozenset(f"{c.__module__}.{c.__qualname__}" for c in _TRUSTED_CLASSES)

@@ -1,0 +1,278 @@
+"""Tests for :mod:`featbank.protocols` and the ``svr_grid`` learner.
+
+Splits are checked against the published recipe (VIDEVAL's ``train_test_split`` seeds), svr_grid's
+selection against an independent recomputation of its documented criterion, and honesty end to
+end: scrambling the test part's labels must not change a single prediction, and a pure-noise
+target must give a stack with no skill. The real-data tests rerun VIDEVAL's protocol on its
+released KoNViD-1k features with fewer splits and compare with the published median.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.svm import SVR
+
+from featbank import videval as videval_data
+from featbank.crossval import STACK
+from featbank.errors import FeatbankError
+from featbank.metrics import METRICS, rmse, score
+from featbank.protocols import EvalResult, Protocol, evaluate, grouped_kfold, holdout, videval
+from featbank.protocols import _inner_folds
+from regressors import SVRGridRegressor, load_learner, make_learner, save_learner
+
+SMALL_GRID = {"C_grid": (1.0, 8.0, 64.0), "gamma_grid": (0.05, 0.5, 2.0)}
+
+
+def make_problem(n: int = 100, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A nonlinear target of the first two features; columns on very different scales."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * np.array([1.0, 50.0, 0.01, 3.0, 1000.0])[:d] + 7.0
+    y = np.tanh(X[:, 0]) + 0.02 * X[:, 1] + 0.2 * rng.normal(size=n)
+    return X, 3.0 + y
+
+
+# ---------------------------------------------------------------- splits
+
+
+def test_videval_splits_are_train_test_split_with_published_seeds() -> None:
+    X, y = make_problem(n=57)
+    protocol = videval(len(y), n_splits=12)
+    assert protocol.name == "videval" and len(protocol.splits) == 12
+    for i, split in enumerate(protocol.splits, start=1):
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=math.ceil(8.8 * i))
+        np.testing.assert_array_equal(X[split.train], X_train)
+        np.testing.assert_array_equal(y[split.test], y_test)
+        assert split.seed == math.ceil(6.6 * i)
+    assert [s.seed for s in protocol.splits[:5]] == [7, 14, 20, 27, 33]
+
+
+def test_videval_outer_seeds_follow_float_arithmetic_as_the_original_script() -> None:
+    # 8.8 * 25 is 220.00000000000003 in floating point: VIDEVAL's split 25 used seed 221, not 220.
+    split = videval(40, n_splits=25).splits[24]
+    _, test = train_test_split(np.arange(40), test_size=0.2, random_state=221)
+    np.testing.assert_array_equal(split.test, test)
+
+
+def test_videval_splits_partition_samples_deterministically() -> None:
+    first, second = videval(101, n_splits=5), videval(101, n_splits=5)
+    for a, b in zip(first.splits, second.splits, strict=True):
+        np.testing.assert_array_equal(a.train, b.train)
+        np.testing.assert_array_equal(a.test, b.test)
+        assert len(a.test) == math.ceil(0.2 * 101) and len(a.train) == 101 - len(a.test)
+        assert np.intersect1d(a.train, a.test).size == 0
+        np.testing.assert_array_equal(np.sort(np.concatenate([a.train, a.test])), np.arange(101))
+    assert not np.array_equal(first.splits[0].test, first.splits[1].test)
+
+
+def test_grouped_kfold_keeps_groups_whole_and_covers_each_sample_once_per_repeat() -> None:
+    groups = np.repeat(np.arange(12), 5)
+    protocol = grouped_kfold(60, k=4, repeats=2, seed=3, groups=groups)
+    assert protocol.name == "grouped_kfold" and len(protocol.splits) == 8
+    for r in range(2):
+        folds = protocol.splits[4 * r: 4 * r + 4]
+        np.testing.assert_array_equal(np.sort(np.concatenate([s.test for s in folds])), np.arange(60))
+        assert {s.seed for s in folds} == {3 + r}
+        for split in folds:
+            assert not set(groups[split.train]) & set(groups[split.test])
+    # A stack's inner folds inherit the grouping.
+    inner = _inner_folds(protocol, protocol.splits[0], 3)
+    train_groups = groups[protocol.splits[0].train]
+    for g in np.unique(train_groups):
+        assert len(np.unique(inner[train_groups == g])) == 1
+
+
+def test_holdout_is_one_split_from_the_mask() -> None:
+    mask = np.arange(10) < 7
+    (split,) = holdout(mask).splits
+    np.testing.assert_array_equal(split.train, np.arange(7))
+    np.testing.assert_array_equal(split.test, np.arange(7, 10))
+    with pytest.raises(FeatbankError, match="both training and held-out"):
+        holdout(np.ones(5, dtype=bool))
+
+
+def test_protocol_save_load_round_trip(tmp_path: Path) -> None:
+    protocol = grouped_kfold(30, k=3, repeats=2, seed=1, groups=np.repeat(list("abcdef"), 5))
+    protocol.save(tmp_path / "splits.npz")
+    loaded = Protocol.load(tmp_path / "splits.npz")
+    assert (loaded.name, loaded.n) == (protocol.name, protocol.n)
+    np.testing.assert_array_equal(loaded.groups, protocol.groups)
+    for a, b in zip(loaded.splits, protocol.splits, strict=True):
+        np.testing.assert_array_equal(a.train, b.train)
+        np.testing.assert_array_equal(a.test, b.test)
+        assert a.seed == b.seed
+
+
+# ---------------------------------------------------------------- svr_grid
+
+
+def test_svr_grid_selects_by_logistic_rmse_on_its_inner_split_and_refits_on_all() -> None:
+    X, y = make_problem(n=80)
+    model = SVRGridRegressor(**SMALL_GRID, random_state=4).fit(X, y)
+    X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=0.2, random_state=4)
+    scaler = MinMaxScaler().fit(X_fit)
+    expected = np.array(
+        [
+            [rmse(y_val, SVR(C=C, gamma=g).fit(scaler.transform(X_fit), y_fit).predict(scaler.transform(X_val)))
+             for g in SMALL_GRID["gamma_grid"]]
+            for C in SMALL_GRID["C_grid"]
+        ]
+    )  # fmt: skip
+    np.testing.assert_allclose(model.validation_rmse_, expected, rtol=1e-10)
+    best = np.unravel_index(np.argmin(expected), expected.shape)
+    assert (model.C_, model.gamma_) == (SMALL_GRID["C_grid"][best[0]], SMALL_GRID["gamma_grid"][best[1]])
+    full = MinMaxScaler().fit(X)
+    refit = SVR(C=model.C_, gamma=model.gamma_).fit(full.transform(X), y)
+    np.testing.assert_allclose(model.predict(X[:9]), refit.predict(full.transform(X[:9])), rtol=1e-12)
+
+
+def test_svr_grid_default_grid_is_videvals() -> None:
+    model = SVRGridRegressor()
+    np.testing.assert_array_equal(model.C_grid, np.logspace(1, 10, 10, base=2))
+    np.testing.assert_array_equal(model.gamma_grid, np.logspace(-8, 1, 10, base=2))
+
+
+def test_svr_grid_in_pipeline_equals_bare_minmax_svr() -> None:
+    # StandardScaler before min-max scaling is a positive affine map per column, which min-max
+    # undoes: the inputs differ by float rounding only, which libsvm's stopping tolerance (1e-3)
+    # can amplify to ~1e-6 in a fit, so the comparison is to 1e-4, and the chosen pair must agree.
+    X, y = make_problem(n=90)
+    bare = SVRGridRegressor(**SMALL_GRID, random_state=2).fit(X[:70], y[:70])
+    piped = make_learner("svr_grid", random_state=2)
+    piped.set_params(model__C_grid=SMALL_GRID["C_grid"], model__gamma_grid=SMALL_GRID["gamma_grid"])
+    piped.fit(X[:70], y[:70])
+    assert (piped[-1].C_, piped[-1].gamma_) == (bare.C_, bare.gamma_)
+    np.testing.assert_allclose(piped[-1].validation_rmse_, bare.validation_rmse_, rtol=1e-4)
+    np.testing.assert_allclose(piped.predict(X[70:]), bare.predict(X[70:]), rtol=1e-4)
+
+
+def test_svr_grid_selected_fixes_the_pair_and_parallel_search_matches_serial() -> None:
+    X, y = make_problem(n=80)
+    model = SVRGridRegressor(**SMALL_GRID, random_state=1).fit(X, y)
+    fixed = model.selected()
+    assert fixed.C_grid == (model.C_,) and fixed.gamma_grid == (model.gamma_,)
+    refit = fixed.fit(X, y)
+    assert np.isnan(refit.validation_rmse_).all()
+    np.testing.assert_array_equal(refit.predict(X), model.predict(X))
+    parallel = clone(model).set_params(n_jobs=2).fit(X, y)
+    np.testing.assert_array_equal(parallel.validation_rmse_, model.validation_rmse_)
+
+
+def test_svr_grid_refuses_a_validation_part_too_small_for_the_logistic() -> None:
+    X, y = make_problem(n=15)
+    with pytest.raises(ValueError, match="fewer than 4"):
+        SVRGridRegressor(**SMALL_GRID).fit(X, y)
+    SVRGridRegressor(C_grid=(4.0,), gamma_grid=(0.5,)).fit(X, y)  # a fixed pair needs no validation part
+
+
+def test_svr_grid_round_trips_through_the_persist_allowlist(tmp_path: Path) -> None:
+    X, y = make_problem(n=60)
+    learner = make_learner("svr_grid").set_params(model__C_grid=(2.0, 4.0)).fit(X, y)
+    save_learner(learner, tmp_path / "svr_grid.skops")
+    np.testing.assert_array_equal(load_learner(tmp_path / "svr_grid.skops").predict(X), learner.predict(X))
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@pytest.fixture(scope="module")
+def result() -> EvalResult:
+    X, y = make_problem()
+    blocks = {"good": X, "noise": np.random.default_rng(9).normal(size=(len(y), 3))}
+    return evaluate(blocks, y, videval(len(y), n_splits=3), ["ridge", "svr_grid"], stack=True)
+
+
+def test_evaluate_scores_every_base_and_the_stack_on_every_split(result: EvalResult) -> None:
+    models = ["good/ridge", "good/svr_grid", "noise/ridge", "noise/svr_grid", STACK]
+    assert list(result.scores.columns) == ["split", "model", *METRICS]
+    assert len(result.scores) == 3 * len(models)
+    assert list(result.scores["model"].unique()) == models
+    summary = result.summary()
+    assert list(summary["model"]) == models and (summary["splits"] == 3).all()
+    stack = result.scores[result.scores["model"] == STACK]
+    assert summary.set_index("model").loc[STACK, "srcc_median"] == pytest.approx(stack["srcc"].median())
+    assert summary.set_index("model").loc[STACK, "srcc_std"] == pytest.approx(np.std(stack["srcc"]))
+
+
+def test_evaluate_scores_recompute_from_saved_predictions(result: EvalResult, tmp_path: Path) -> None:
+    result.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"scores.csv", "summary.csv", "splits.npz", "predictions.csv"}
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    part = predictions[(predictions["split"] == 1) & (predictions["model"] == STACK)]
+    np.testing.assert_array_equal(part["sample"], result.protocol.splits[1].test)
+    row = result.scores[(result.scores["split"] == 1) & (result.scores["model"] == STACK)].iloc[0]
+    assert score(part["y_true"], part["y_pred"])["srcc"] == pytest.approx(row["srcc"])
+    assert len(Protocol.load(tmp_path / "splits.npz").splits) == 3
+
+
+def test_stack_weights_are_non_negative_and_the_stack_follows_the_informative_block(result: EvalResult) -> None:
+    weights = result.stack_weights
+    assert list(weights["split"]) == [0, 1, 2]
+    assert (weights.drop(columns=["split", "intercept"]) >= 0).all().all()
+    medians = result.scores.groupby("model")["srcc"].median()
+    assert medians[STACK] > medians[["good/ridge", "good/svr_grid"]].max() - 0.02
+    assert medians[STACK] > medians[["noise/ridge", "noise/svr_grid"]].max() + 0.5
+
+
+def test_scrambled_test_labels_change_no_prediction() -> None:
+    # Every hyper-parameter (svr_grid's search, ElasticNet's alpha, the stack's weights) must come
+    # from the training part: permuting the test part's labels may change scores, nothing else.
+    X, y = make_problem(n=80)
+    protocol = holdout(np.arange(80) % 4 != 0)
+    scrambled = y.copy()
+    test = protocol.splits[0].test
+    scrambled[test] = np.random.default_rng(0).permutation(y[test])
+    runs = [evaluate({"x": X}, target, protocol, ["svr_grid", "elasticnet"], stack=True) for target in (y, scrambled)]
+    np.testing.assert_array_equal(runs[0].predictions["y_pred"], runs[1].predictions["y_pred"])
+    pd.testing.assert_frame_equal(runs[0].stack_weights, runs[1].stack_weights)
+
+
+@pytest.mark.filterwarnings("ignore::numpy.exceptions.RankWarning")  # cubic PLCC of near-constant predictions
+def test_stack_on_pure_noise_target_has_no_skill() -> None:
+    rng = np.random.default_rng(5)
+    n = 150
+    blocks = {"a": rng.normal(size=(n, 20)), "b": rng.normal(size=(n, 20))}
+    y = rng.normal(size=n)
+    result = evaluate(blocks, y, grouped_kfold(n, k=5, repeats=2, seed=0), ["ridge", "krr"], stack=True)
+    stack = result.scores[result.scores["model"] == STACK]["srcc"]
+    assert abs(stack.median()) < 0.15
+
+
+def test_evaluate_rejects_a_protocol_for_other_data() -> None:
+    X, y = make_problem(n=40)
+    with pytest.raises(FeatbankError, match="for 50 samples"):
+        evaluate({"x": X}, y, videval(50, n_splits=1), ["ridge"], stack=False)
+
+
+# ---------------------------------------------------------------- VIDEVAL's released features
+
+
+REALDATA_SPLITS = 10
+
+
+@pytest.fixture(scope="module")
+def konvid(realdata: Path) -> EvalResult:
+    X, y = videval_data.load(realdata / "vztu+VIDEVAL" / "features", "KONVID_1K")
+    protocol = videval(len(y), n_splits=REALDATA_SPLITS)
+    return evaluate({"videval": X}, y, protocol, ["svr_grid", "elasticnet", "krr"], stack=True, n_jobs=2)
+
+
+@pytest.mark.realdata
+def test_svr_grid_reproduces_published_videval_median_on_konvid(konvid: EvalResult) -> None:
+    svr = konvid.scores[konvid.scores["model"] == "videval/svr_grid"]
+    published = videval_data.PUBLISHED["KONVID_1K"]
+    assert svr["srcc"].median() == pytest.approx(published["srcc"], abs=0.025)
+    assert svr["plcc_logistic"].median() == pytest.approx(published["plcc"], abs=0.025)
+
+
+@pytest.mark.realdata
+def test_stack_is_at_least_as_good_as_svr_grid_on_the_same_splits(konvid: EvalResult) -> None:
+    medians = konvid.scores.groupby("model")["srcc"].median()
+    assert medians[STACK] >= medians["videval/svr_grid"]
