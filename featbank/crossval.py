@@ -104,16 +104,18 @@ class CVResult:
         return stats.reset_index(drop=True)
 
 
-def _base_names(blocks: dict[str, np.ndarray], learners: Sequence[str]) -> list[str]:
+def base_names(blocks: dict[str, np.ndarray], learners: Sequence[str]) -> list[str]:
+    """Base-model names, ``"block/learner"`` for every feature block and learner."""
     return [f"{block}/{learner}" for block in blocks for learner in learners]
 
 
-def _split_base(name: str) -> tuple[str, str]:
+def split_base(name: str) -> tuple[str, str]:
+    """``(block, learner)`` of a base-model name."""
     block, learner = name.rsplit("/", 1)
     return block, learner
 
 
-def _check_inputs(
+def check_inputs(
     blocks: dict[str, np.ndarray], Y: np.ndarray, targets: Sequence[str], learners: Sequence[str]
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Validated float copies of ``blocks`` and ``Y`` (2-d, one column per target)."""
@@ -169,7 +171,7 @@ def _fit_predict(
     return model.predict(X[held_out])
 
 
-def _fit_meta(level1: np.ndarray, y: np.ndarray) -> LinearRegression:
+def fit_meta(level1: np.ndarray, y: np.ndarray) -> LinearRegression:
     """Non-negative least squares with intercept: a blend that cannot bet against a base model."""
     return LinearRegression(positive=True).fit(level1, y)
 
@@ -201,7 +203,7 @@ def _stack_oof(cache: Cache, fold_of: np.ndarray, y: np.ndarray) -> np.ndarray:
         for g in set(fold_of[~test].tolist()):
             inner = fold_of == g
             level1[inner] = cache[tuple(sorted((f, g)))][inner]
-        stacked[test] = _fit_meta(level1[~test], y[~test]).predict(outer[test])
+        stacked[test] = fit_meta(level1[~test], y[~test]).predict(outer[test])
     return stacked
 
 
@@ -217,7 +219,7 @@ def _full_meta(oof: pd.DataFrame, target: str, bases: Sequence[str], repeats: Se
     """Meta-learner on the full outer OOF matrix, coefficients averaged over ``repeats``."""
     coefs, intercepts = [], []
     for repeat in repeats:
-        meta = _fit_meta(*_level1_matrix(oof, repeat, target, bases))
+        meta = fit_meta(*_level1_matrix(oof, repeat, target, bases))
         coefs.append(meta.coef_)
         intercepts.append(meta.intercept_)
     mean_coef = np.mean(coefs, axis=0)
@@ -241,10 +243,10 @@ def cross_validate(
     joblib over independent (repeat, target, base learner, excluded folds) tasks; ``progress`` is
     called as ``progress(done, total)`` after each.
     """
-    blocks, Y = _check_inputs(blocks, Y, targets, learners)
+    blocks, Y = check_inputs(blocks, Y, targets, learners)
     folds = _check_folds(folds, Y.shape[0], stack)
     n = Y.shape[0]
-    bases = _base_names(blocks, learners)
+    bases = base_names(blocks, learners)
     tasks = [
         (r, t, b, excluded)
         for r in range(folds.shape[0])
@@ -252,7 +254,7 @@ def cross_validate(
         for b in range(len(bases))
         for excluded in _exclusions(int(folds[r].max()) + 1, stack)
     ]
-    parts = [_split_base(base) for base in bases]
+    parts = [split_base(base) for base in bases]
     jobs = (
         delayed(_fit_predict)(blocks[parts[b][0]], Y[:, t], folds[r], excluded, parts[b][1], r)
         for r, t, b, excluded in tasks
@@ -334,11 +336,11 @@ class FittedEnsemble:
             if self.stacked:
                 blend = np.full(n, self.intercepts[target])
                 for base, model in self.models[target].items():
-                    blend += self.weights[target][base] * model.predict(arrays[_split_base(base)[0]])
+                    blend += self.weights[target][base] * model.predict(arrays[split_base(base)[0]])
                 out[target] = blend
             else:
                 base = self.chosen[target]
-                out[target] = self.models[target][base].predict(arrays[_split_base(base)[0]])
+                out[target] = self.models[target][base].predict(arrays[split_base(base)[0]])
         return pd.DataFrame(out)
 
     def save(self, directory: str | Path) -> None:
@@ -409,8 +411,8 @@ def fit_final(
     matrix, averaged over repeats (a linear meta-learner, so averaging coefficients averages the
     blends). Otherwise each target uses its best base learner by median CV main score.
     """
-    blocks, Y = _check_inputs(blocks, Y, targets, learners)
-    bases = _base_names(blocks, learners)
+    blocks, Y = check_inputs(blocks, Y, targets, learners)
+    bases = base_names(blocks, learners)
     missing = set(bases) - set(result.oof["model"])
     if missing:
         raise FeatbankError(f"the CV result has no predictions for {sorted(missing)}")
@@ -431,7 +433,7 @@ def fit_final(
             keep[target] = [chosen[target]]
     jobs = [(target, base) for target in targets for base in keep[target]]
     fitted = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_full)(blocks[_split_base(base)[0]], Y[:, targets.index(target)], _split_base(base)[1])
+        delayed(_fit_full)(blocks[split_base(base)[0]], Y[:, targets.index(target)], split_base(base)[1])
         for target, base in jobs
     )
     models: dict[str, dict[str, RegressorMixin]] = {target: {} for target in targets}

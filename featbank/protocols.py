@@ -31,7 +31,7 @@ from sklearn.base import RegressorMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from featbank.crossval import STACK, _base_names, _check_inputs, _fit_meta, _split_base, fold_ids
+from featbank.crossval import STACK, base_names, check_inputs, fit_meta, split_base, fold_ids
 from featbank.errors import FeatbankError
 from featbank.metrics import METRICS, score
 from regressors import make_learner
@@ -235,19 +235,19 @@ def evaluate(
     """Score every ``block/learner`` base (and the stack) on every split of ``protocol``.
 
     Fits run in parallel with joblib over (split, base) tasks. The stack's meta-learner is
-    :func:`featbank.crossval._fit_meta` (non-negative least squares with intercept) trained on the
+    :func:`featbank.crossval.fit_meta` (non-negative least squares with intercept) trained on the
     inner-fold level-1 predictions of the split's training part, then applied to the test-part
     predictions of the bases refitted on the whole training part. ``reuse_selected`` lets
     svr_grid's inner-fold fits reuse the (C, gamma) its outer fit chose on the training part
     (False re-runs the 100-fit search in every inner fold: same protocol, 5x the SVR cost).
     """
-    blocks, Y = _check_inputs(blocks, y, ["y"], list(learners))
+    blocks, Y = check_inputs(blocks, y, ["y"], list(learners))
     y = Y[:, 0]
     _check_protocol(protocol, len(y))
-    bases = _base_names(blocks, learners)
+    bases = base_names(blocks, learners)
     inner = {s: _inner_folds(protocol, split, inner_folds) for s, split in enumerate(protocol.splits)} if stack else {}
     tasks = [(s, b) for s in range(len(protocol.splits)) for b in range(len(bases))]
-    parts = [_split_base(base) for base in bases]
+    parts = [split_base(base) for base in bases]
     jobs = (
         delayed(_fit_base)(blocks[parts[b][0]], y, protocol.splits[s], parts[b][1], inner.get(s), reuse_selected)
         for s, b in tasks
@@ -268,7 +268,7 @@ def evaluate(
         y_test = y[split.test]
         predictions = dict(zip(bases, test_preds[s].T, strict=True))
         if stack:
-            meta = _fit_meta(level1[s], y[split.train])
+            meta = fit_meta(level1[s], y[split.train])
             predictions[STACK] = meta.predict(test_preds[s])
             weights.append({"split": s, "intercept": float(meta.intercept_), **dict(zip(bases, meta.coef_.tolist()))})
         for model, pred in predictions.items():
