@@ -257,22 +257,42 @@ def test_evaluate_rejects_a_protocol_for_other_data() -> None:
 REALDATA_SPLITS = 10
 
 
-@pytest.fixture(scope="module")
-def konvid(realdata: Path) -> EvalResult:
-    X, y = videval_data.load(realdata / "vztu+VIDEVAL" / "features", "KONVID_1K")
+def _videval_run(realdata: Path, dataset: str) -> EvalResult:
+    X, y = videval_data.load(realdata / "vztu+VIDEVAL" / "features", dataset)
     protocol = videval(len(y), n_splits=REALDATA_SPLITS)
     return evaluate({"videval": X}, y, protocol, ["svr_grid", "elasticnet", "krr"], stack=True, n_jobs=2)
 
 
-@pytest.mark.realdata
-def test_svr_grid_reproduces_published_videval_median_on_konvid(konvid: EvalResult) -> None:
-    svr = konvid.scores[konvid.scores["model"] == "videval/svr_grid"]
-    published = videval_data.PUBLISHED["KONVID_1K"]
-    assert svr["srcc"].median() == pytest.approx(published["srcc"], abs=0.025)
-    assert svr["plcc_logistic"].median() == pytest.approx(published["plcc"], abs=0.025)
+@pytest.fixture(scope="module")
+def konvid(realdata: Path) -> EvalResult:
+    return _videval_run(realdata, "KONVID_1K")
+
+
+@pytest.fixture(scope="module")
+def live_vqc(realdata: Path) -> EvalResult:
+    return _videval_run(realdata, "LIVE_VQC")
+
+
+# YouTube-UGC (6 s per split for svr_grid alone) is left to `./run.sh bench videval` to keep the
+# suite inside its time budget; its 100-split reproduction is in the README.
+RUNS = {"konvid": "KONVID_1K", "live_vqc": "LIVE_VQC"}
 
 
 @pytest.mark.realdata
-def test_stack_is_at_least_as_good_as_svr_grid_on_the_same_splits(konvid: EvalResult) -> None:
-    medians = konvid.scores.groupby("model")["srcc"].median()
+@pytest.mark.parametrize("run", list(RUNS))
+def test_svr_grid_reproduces_published_videval_median(run: str, request: pytest.FixtureRequest) -> None:
+    """On the first 10 of VIDEVAL's splits the median sits within one published std (at least 0.025)
+    of the 100-split published median; the full 100 splits reproduce it to 0.002 (README)."""
+    result: EvalResult = request.getfixturevalue(run)
+    svr = result.scores[result.scores["model"] == "videval/svr_grid"]
+    published = videval_data.PUBLISHED[RUNS[run]]
+    assert svr["srcc"].median() == pytest.approx(published["srcc"], abs=max(0.025, published["srcc_std"]))
+    assert svr["plcc_logistic"].median() == pytest.approx(published["plcc"], abs=max(0.025, published["plcc_std"]))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("run", list(RUNS))
+def test_stack_is_at_least_as_good_as_svr_grid_on_the_same_splits(run: str, request: pytest.FixtureRequest) -> None:
+    result: EvalResult = request.getfixturevalue(run)
+    medians = result.scores.groupby("model")["srcc"].median()
     assert medians[STACK] >= medians["videval/svr_grid"]
