@@ -374,14 +374,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from featbank.bank import FeatureBank
-    from featbank.hashing import digest_paths
+    from featbank.features import lookup_rows
     from featbank.manifest import load_manifest
 
     bank = FeatureBank(args.bank, mode="r")
     rows, unregistered, total = None, 0, bank.count
     if args.manifest is not None:
-        manifest = load_manifest(args.manifest)
-        found = bank.rows_of(digest_paths(manifest.media_paths(), bank.hash_cache()))
+        found = lookup_rows(bank, load_manifest(args.manifest))
         rows, unregistered, total = np.unique(found[found >= 0]), int((found < 0).sum()), len(found)
     table = {}
     for key in bank.group_keys():

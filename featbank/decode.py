@@ -202,8 +202,9 @@ def open_media(path: MediaItem) -> MediaSource:
     return VideoFile(path, streams)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+def _first_line(exc: BaseException, message: str | None = None) -> str:
+    """First line of ``message`` (default: the exception's), at most 300 characters."""
+    text = (str(exc) if message is None else message).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
 
@@ -212,8 +213,7 @@ _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ")
 
 def _decord_reason(exc: BaseException) -> str:
     """decord's message without its ``[hh:mm:ss] /build/path/file.cc:123:`` prefixes."""
-    text = _DECORD_PREFIX.sub("", str(exc)).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return _first_line(exc, _DECORD_PREFIX.sub("", str(exc)))
 
 
 def read_audio(path: Path, sample_rate: int) -> np.ndarray:

@@ -124,12 +124,12 @@ def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs:
         return plan.report([])
     n_workers = min(workers or default_workers(device), len(plan.chunks))
     with connect(scheduler, n_workers, device) as client:
-        failures = _run_plan(client, plan, plan.bank.path, device, weights_dir, progress)
+        failures = _run_plan(client, plan, device, weights_dir, progress)
     return plan.report(failures)
 
 
-def _run_plan(client: Client, plan: ExtractionPlan, bank_path: str, device: str,
-              weights_dir: Path | None, progress: bool) -> list[tuple[str, str, str]]:
+def _run_plan(client: Client, plan: ExtractionPlan, device: str, weights_dir: Path | None,
+              progress: bool) -> list[tuple[str, str, str]]:
     from tqdm.auto import tqdm
 
     spec_of = {ex.key: spec for ex, spec in zip(plan.extractors, plan.specs)}
@@ -137,7 +137,7 @@ def _run_plan(client: Client, plan: ExtractionPlan, bank_path: str, device: str,
     futures = {}
     for chunk, work in plan.chunks.items():
         future = client.submit(
-            run_chunk, bank_path,
+            run_chunk, plan.bank.path,
             {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
             {row: item_text(plan.paths[row]) for row in work}, {row: plan.ids[row] for row in work},
             tuple(plan.specs), device, str(weights_dir) if weights_dir else None,

@@ -26,6 +26,7 @@ from featbank import __version__
 from featbank.bank import FeatureBank
 from featbank.errors import FeatbankError
 from featbank.features import FeatureBlocks, load_blocks
+from featbank.importing import default_names
 from featbank.manifest import Manifest, load_manifest
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -34,7 +35,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 
 def _feature_names(provenance: dict, d: int) -> list[str]:
     names = provenance.get("pooled_names") or []
-    return [str(n) for n in names] if len(names) == d else [f"f{j}" for j in range(d)]
+    return [str(n) for n in names] if len(names) == d else default_names(d)
 
 
 def export_features(bank_path: str | os.PathLike, manifest_path: str | os.PathLike, features: list[str],

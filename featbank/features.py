@@ -70,9 +70,15 @@ def _not_yet(bank: FeatureBank, key: str) -> str:
     return "run `featbank extract` first"
 
 
+def lookup_rows(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
+    """Bank row of every manifest item, -1 for items the bank has never registered."""
+    return bank.rows_of(digest_paths(manifest.media_paths(), bank.hash_cache()))
+
+
 def manifest_rows(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
+    """Bank row of every manifest item; BankError when some were never extracted or imported."""
     paths = manifest.media_paths()
-    rows = bank.rows_of(digest_paths(paths, bank.hash_cache()))
+    rows = lookup_rows(bank, manifest)
     missing = np.flatnonzero(rows < 0)
     if missing.size:
         first = ", ".join(manifest.video_ids[i] for i in missing[:5])

@@ -105,7 +105,8 @@ def _matrix(values: np.ndarray, what: str) -> np.ndarray:
     return values.astype(np.float64)
 
 
-def _default_names(d: int) -> list[str]:
+def default_names(d: int) -> list[str]:
+    """Names for unnamed feature columns: ``f0 .. f{d-1}``."""
     return [f"f{j}" for j in range(d)]
 
 
@@ -137,7 +138,7 @@ def _read_mat(path: Path, key: str | None) -> Matrix:
                   if not k.startswith("__") and isinstance(v, np.ndarray) and _is_matrix(v.shape, v.dtype.kind)}
     name = _pick(candidates, key, path, "variable")
     X = _matrix(data[name], f"{path}:{name}")
-    return X, _default_names(X.shape[1]), None
+    return X, default_names(X.shape[1]), None
 
 
 def _read_mat73(path: Path, key: str | None) -> Matrix:
@@ -150,7 +151,7 @@ def _read_mat73(path: Path, key: str | None) -> Matrix:
                       and _is_matrix(v.shape, v.dtype.kind) and _text(v.attrs.get("MATLAB_class", "")) != "char"}
         name = _pick(candidates, key, path, "variable")
         X = _matrix(f[name][()].T, f"{path}:{name}")
-    return X, _default_names(X.shape[1]), None
+    return X, default_names(X.shape[1]), None
 
 
 def _read_hdf5(path: Path, key: str | None, id_column: str | None) -> Matrix:
@@ -168,7 +169,7 @@ def _read_hdf5(path: Path, key: str | None, id_column: str | None) -> Matrix:
             ids = [_text(v) for v in f[id_column][()]]
             if len(ids) != X.shape[0]:
                 raise FeatbankError(f"{path}: {id_column} holds {len(ids)} ids for {X.shape[0]} rows of {name}")
-    return X, names if len(names) == X.shape[1] else _default_names(X.shape[1]), ids
+    return X, names if len(names) == X.shape[1] else default_names(X.shape[1]), ids
 
 
 def _text(value: object) -> str:
@@ -178,13 +179,13 @@ def _text(value: object) -> str:
 def _read_numpy(path: Path, key: str | None) -> Matrix:
     if path.suffix.lower() == ".npy":
         X = _matrix(np.load(path, allow_pickle=False), str(path))
-        return X, _default_names(X.shape[1]), None
+        return X, default_names(X.shape[1]), None
     with np.load(path, allow_pickle=False) as npz:
         candidates = {k: npz[k].shape for k in npz.files
                       if npz[k].ndim in (1, 2) and npz[k].dtype.kind in "biuf"}
         name = _pick(candidates, key, path, "array")
         X = _matrix(npz[name], f"{path}:{name}")
-    return X, _default_names(X.shape[1]), None
+    return X, default_names(X.shape[1]), None
 
 
 def read_table(path: Path, id_column: str | None) -> pd.DataFrame:

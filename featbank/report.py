@@ -30,6 +30,14 @@ def summary_table(summary: pd.DataFrame, target: str) -> pd.DataFrame:
     return table
 
 
+def summary_text(summary: pd.DataFrame, heading: str = "") -> str:
+    """One console table per target, titled ``== target<heading> ==``."""
+    parts = []
+    for target in summary["target"].unique():
+        parts += [f"\n== {target}{heading} ==", summary_table(summary, target).to_string(index=False)]
+    return "\n".join(parts)
+
+
 def _scatter(ax: plt.Axes, y: np.ndarray, p: np.ndarray, title: str) -> None:
     s = score(y, p)
     ax.scatter(p, y, s=12, alpha=0.6, edgecolor="none")

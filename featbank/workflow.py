@@ -23,7 +23,7 @@ from featbank.features import FeatureBlocks, load_blocks
 from featbank.manifest import Manifest, load_manifest
 from featbank.orchestrate import extract_manifest
 from featbank.protocols import Protocol
-from featbank.report import summary_table, write_report
+from featbank.report import summary_text, write_report
 
 
 @dataclass
@@ -37,9 +37,7 @@ class FitOutcome:
     @property
     def text(self) -> str:
         """Console summary: one table per target, then where everything was written."""
-        parts = []
-        for target in self.summary["target"].unique():
-            parts += [f"\n== {target} ==", summary_table(self.summary, target).to_string(index=False)]
+        parts = [summary_text(self.summary)]
         if self.dropped:
             parts.append(f"\n{len(self.dropped)} item(s) left out because extraction failed "
                          f"(e.g. {self.dropped[0][0]} [{self.dropped[0][1]}])")
@@ -192,12 +190,7 @@ class EvaluateOutcome:
 
     @property
     def text(self) -> str:
-        parts = []
-        for target in self.summary["target"].unique():
-            parts += [f"\n== {target} (median ± std over splits) ==",
-                      summary_table(self.summary, target).to_string(index=False)]
-        parts.append(f"\nreport: {self.report}")
-        return "\n".join(parts)
+        return f"{summary_text(self.summary, ' (median ± std over splits)')}\n\nreport: {self.report}"
 
 
 def evaluate_manifest(manifest_path: Path, bank_path: str | Path, features: list[str],
