@@ -49,7 +49,7 @@ Determinism: every random draw comes from a generator keyed by ``(seed, purpose,
 variant)``, so a seed fixes every label and every pixel handed to the encoder, independently of the
 order of generation. The encoded files are not byte-reproducible: libx264 (core 165 via PyAV 18)
 produces slightly different bitstreams for identical frames from one encoder instance to the next,
-even single-threaded, so demo scores move by about ±0.02 between runs.
+even single-threaded, so demo scores move between runs (by up to 0.07 on the noise target).
 """
 
 from __future__ import annotations
