@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from featbank.sampling import Sampling
-from featbank.weights import WeightsSpec, resolve
+from featbank.weights import ResolvedWeights, WeightsPolicy, WeightsSpec, resolve
 
 
 class Extractor(ABC):
@@ -35,6 +35,8 @@ class Extractor(ABC):
     batch_size: ClassVar[int] = 8
 
     device: str = "cpu"
+    random_weights: bool = False
+    resolved_weights: ResolvedWeights | None = None
 
     @property
     @abstractmethod
@@ -71,12 +73,26 @@ class Extractor(ABC):
         return {}
 
     def config(self) -> dict:
-        return {
+        config = {
             "name": self.name,
             "version": self.version,
             "options": self.options(),
             "sampling": self.sampling.config(),
         }
+        if self.random_weights:  # random features get their own group, never mixed with real ones
+            config["weights"] = "random"
+        return config
+
+    def weights_provenance(self) -> dict | None:
+        """What the bank records about the weights behind a group: file and checksum, or 'random'."""
+        if self.weights is None:
+            return None
+        if self.random_weights:
+            return {"filename": self.weights.filename, "random": True}
+        found = self.resolved_weights
+        return {"filename": self.weights.filename, "random": False,
+                "sha256": found.sha256 if found else self.weights.sha256,
+                "pinned_by": found.pinned_by if found else None}
 
     @property
     def key(self) -> str:
@@ -84,11 +100,17 @@ class Extractor(ABC):
         digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()
         return f"{self.name}@{digest[:10]}"
 
-    def setup(self, device: str = "cpu", weights_dir: Path | None = None) -> None:
-        """Load models onto ``device``. Extractors with a :attr:`weights` spec resolve it here."""
+    def setup(self, device: str = "cpu", weights: WeightsPolicy | None = None) -> None:
+        """Load models onto ``device``. Extractors with a :attr:`weights` spec resolve it here, so a
+        missing checkpoint fails the run before any video is decoded."""
+        policy = weights or WeightsPolicy()
         self.device = device
-        if self.weights is not None:
-            self.load_weights(resolve(self.weights, weights_dir))
+        if self.weights is None:
+            return
+        self.random_weights = policy.random
+        self.resolved_weights = None if policy.random else resolve(self.weights, policy)
+        self.load_weights(self.resolved_weights.path if self.resolved_weights else None)
 
-    def load_weights(self, path: Path) -> None:
+    def load_weights(self, path: Path | None) -> None:
+        """Build the model and load ``path`` into it; ``None`` means seeded random weights."""
         raise NotImplementedError(f"{self.name} declares weights but does not load them")

@@ -34,6 +34,7 @@ from featbank.bank import FeatureBank
 from featbank.errors import FeatbankError
 from featbank.manifest import item_text, media_item
 from featbank.orchestrate import ExtractionPlan, ExtractReport, plan_extraction, process_chunk
+from featbank.weights import WeightsPolicy
 
 TASK_RETRIES = 2
 """Retries of a task that raised (an I/O error writing the bank, say); dead workers are handled by
@@ -89,22 +90,22 @@ def _worker_device(device: str) -> str:
     return f"cuda:{index % max(1, torch.cuda.device_count())}"
 
 
-def _extractors_on_worker(specs: tuple[str, ...], device: str, weights_dir: str | None) -> dict[str, Extractor]:
-    cache_key = (specs, device, weights_dir)
+def _extractors_on_worker(specs: tuple[str, ...], device: str, weights: WeightsPolicy) -> dict[str, Extractor]:
+    cache_key = (specs, device, weights)
     if cache_key not in _WORKER_EXTRACTORS:
         built = {}
         for spec in specs:
             ex = extractors.create(spec)
-            ex.setup(_worker_device(device), Path(weights_dir) if weights_dir else None)
+            ex.setup(_worker_device(device), weights)
             built[spec] = ex
         _WORKER_EXTRACTORS[cache_key] = built
     return _WORKER_EXTRACTORS[cache_key]
 
 
 def run_chunk(bank_path: str, work: dict[int, list[str]], paths: dict[int, str], ids: dict[int, str],
-              specs: tuple[str, ...], device: str, weights_dir: str | None) -> list[tuple[str, str, str]]:
+              specs: tuple[str, ...], device: str, weights: WeightsPolicy) -> list[tuple[str, str, str]]:
     """The task: extract and commit the rows of one chunk on whichever worker runs it."""
-    built = _extractors_on_worker(specs, device, weights_dir)
+    built = _extractors_on_worker(specs, device, weights)
     bank = FeatureBank(bank_path)
     return process_chunk(bank, {row: [built[s] for s in names] for row, names in work.items()},
                          {row: media_item(p, Path("/")) for row, p in paths.items()}, ids)  # item_text: absolute
@@ -112,23 +113,24 @@ def run_chunk(bank_path: str, work: dict[int, list[str]], paths: dict[int, str],
 
 def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
                         scheduler: str | None = None, workers: int | None = None, device: str = "cpu",
-                        weights_dir: Path | None = None, retry_failed: bool = False,
+                        weights: WeightsPolicy | None = None, retry_failed: bool = False,
                         progress: bool = True) -> ExtractReport:
     """Like :func:`featbank.orchestrate.extract_manifest`, with the chunks spread over the workers
     of the cluster at ``scheduler``, or of a LocalCluster of ``workers`` processes (default: sized
     to the machine, never more than there are chunks to do). Nothing is started when nothing is
     missing. The bank (a path or an fsspec URL) must be reachable by every worker under the same
     name."""
-    plan = plan_extraction(manifest_path, bank_path, specs, device, weights_dir, retry_failed)
+    weights = weights or WeightsPolicy()
+    plan = plan_extraction(manifest_path, bank_path, specs, device, weights, retry_failed)
     if not plan.chunks:
         return plan.report([])
     n_workers = min(workers or default_workers(device), len(plan.chunks))
     with connect(scheduler, n_workers, device) as client:
-        failures = _run_plan(client, plan, device, weights_dir, progress)
+        failures = _run_plan(client, plan, device, weights, progress)
     return plan.report(failures)
 
 
-def _run_plan(client: Client, plan: ExtractionPlan, device: str, weights_dir: Path | None,
+def _run_plan(client: Client, plan: ExtractionPlan, device: str, weights: WeightsPolicy,
               progress: bool) -> list[tuple[str, str, str]]:
     from tqdm.auto import tqdm
 
@@ -140,7 +142,7 @@ def _run_plan(client: Client, plan: ExtractionPlan, device: str, weights_dir: Pa
             run_chunk, plan.bank.path,
             {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
             {row: item_text(plan.paths[row]) for row in work}, {row: plan.ids[row] for row in work},
-            tuple(plan.specs), device, str(weights_dir) if weights_dir else None,
+            tuple(plan.specs), device, weights,
             key=f"featbank-chunk-{chunk}-{uuid.uuid4().hex[:8]}", retries=TASK_RETRIES, pure=False,
             **options,
         )

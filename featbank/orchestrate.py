@@ -22,9 +22,11 @@ import extractors
 from extractors.base import Extractor
 from featbank import __version__
 from featbank.bank import FAILED, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord
+from featbank.errors import BankError
 from featbank.extract import extract_item
 from featbank.hashing import digest_paths
 from featbank.manifest import Manifest, MediaItem, load_manifest
+from featbank.weights import WeightsPolicy
 
 
 @dataclass
@@ -48,7 +50,6 @@ def layout_of(extractor: Extractor) -> GroupLayout:
 
 
 def provenance_of(extractor: Extractor, spec: str) -> dict:
-    weights = extractor.weights
     return {
         "extractor": extractor.name,
         "spec": spec,
@@ -56,10 +57,25 @@ def provenance_of(extractor: Extractor, spec: str) -> dict:
         "config": extractor.config(),
         "feature_names": extractor.feature_names(),
         "pooled_names": extractor.pooled_names(),
-        "weights": None if weights is None else {"filename": weights.filename, "sha256": weights.sha256},
+        "weights": extractor.weights_provenance(),
         "decoder": {"decord": md.version("decord"), "av": md.version("av")},
         "featbank": __version__,
     }
+
+
+def check_same_weights(stored: dict | None, extractor: Extractor, bank_path: str) -> None:
+    """Refuse to add rows to a group built from a different checkpoint file.
+
+    Pinned checkpoints are part of the group key already; an unpinned file is identified only by
+    the checksum recorded when the group was created, so a swapped file must be caught here.
+    """
+    current = extractor.weights_provenance()
+    if not stored or not current or stored.get("random") or current.get("random"):
+        return
+    if stored.get("sha256") and current.get("sha256") and stored["sha256"] != current["sha256"]:
+        raise BankError(f"{bank_path}: group {extractor.key} was extracted with {stored['filename']} "
+                        f"sha256 {stored['sha256']}, but the file found now has sha256 "
+                        f"{current['sha256']}; restore the original file or use another bank")
 
 
 def register_manifest(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
@@ -167,18 +183,19 @@ class ExtractionPlan:
 
 
 def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
-                    device: str = "cpu", weights_dir: Path | None = None,
+                    device: str = "cpu", weights: WeightsPolicy | None = None,
                     retry_failed: bool = False) -> ExtractionPlan:
     """Validate, set up extractors (missing weights fail here, before any decoding), register the
     manifest's items and groups in the bank, and list the missing work by chunk."""
     manifest = load_manifest(manifest_path)
     exs = [extractors.create(s) for s in specs]
     for ex in exs:
-        ex.setup(device, weights_dir)
+        ex.setup(device, weights)
     bank = FeatureBank(bank_path)
     rows = register_manifest(bank, manifest)
     for ex, spec in zip(exs, specs):
-        bank.ensure_group(ex.key, layout_of(ex), provenance_of(ex, spec))
+        group = bank.ensure_group(ex.key, layout_of(ex), provenance_of(ex, spec))
+        check_same_weights(group.attrs.get("weights"), ex, bank.path)
         bank.root.require_group("failures").require_group(ex.key)  # workers only add below it
     paths: dict[int, MediaItem] = {}
     ids: dict[int, str] = {}
@@ -192,13 +209,13 @@ def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Seq
 
 
 def extract_manifest(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
-                     device: str = "cpu", weights_dir: Path | None = None, retry_failed: bool = False,
+                     device: str = "cpu", weights: WeightsPolicy | None = None, retry_failed: bool = False,
                      progress: bool = True) -> ExtractReport:
     """Bring the bank up to date for every item of the manifest and every requested extractor,
     in this process, committing chunk by chunk (see :mod:`featbank.distributed` for many workers)."""
     from tqdm.auto import tqdm
 
-    plan = plan_extraction(manifest_path, bank_path, specs, device, weights_dir, retry_failed)
+    plan = plan_extraction(manifest_path, bank_path, specs, device, weights, retry_failed)
     failures: list[tuple[str, str, str]] = []
     with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
         for work in plan.chunks.values():

@@ -1,0 +1,153 @@
+"""What every frozen deep extractor shares: build the architecture, load a checkpoint strictly, run
+batches on a device at a measured precision, and the tensor preprocessing the papers use.
+
+A deep extractor subclasses :class:`DeepExtractor` and supplies three things: ``build_model`` (the
+architecture, with the official checkpoint's parameter names), ``embed`` (uint8 frames on the device
+→ features) and, when the checkpoint file wraps or prefixes its state dict, ``state_dict_from``.
+Loading is always strict: a checkpoint whose names or shapes differ from the architecture is a
+different model, and features from it would be silently wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from extractors.base import Extractor
+from featbank.errors import WeightsMissingError
+
+PRECISION_ENV = "FEATBANK_PRECISION"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+RANDOM_SEED = 0
+"""Seed of the random weights built on request (``--random-weights``), so dry runs repeat."""
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint without executing code from it: safetensors, or torch's weights-only pickle."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def unwrap(checkpoint: Mapping, containers: Sequence[str] = ("state_dict", "model_state", "model")) -> dict:
+    """The state dict inside the usual training-script wrappers (``{"state_dict": ...}`` and kin)."""
+    for name in containers:
+        inner = checkpoint.get(name)
+        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            return dict(inner)
+    return dict(checkpoint)
+
+
+def parameter_shapes(module: nn.Module) -> dict[str, list[int]]:
+    """Names and shapes of every tensor in ``module``'s state dict: what a checkpoint must match."""
+    return {k: list(v.shape) for k, v in module.state_dict().items()}
+
+
+def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)``, with shape mismatches reported with the missing and
+    unexpected names in one message that says which file is not the expected model."""
+    expected = parameter_shapes(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if list(state[k].shape) != expected[k])
+    if missing or unexpected or wrong:
+        def few(names: list[str]) -> str:
+            return ", ".join(names[:5]) + (f" … ({len(names)} in all)" if len(names) > 5 else "")
+
+        parts = [f"{len(missing)} missing ({few(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
+                 "shape mismatch: " + few([f"{k} {list(state[k].shape)} vs {expected[k]}" for k in wrong])
+                 if wrong else ""]
+        raise WeightsMissingError(f"{source} does not match the architecture: "
+                                  + "; ".join(p for p in parts if p))
+    model.load_state_dict(state, strict=True)
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """``(B, T, H, W, 3)`` uint8 → ``(B, T, 3, H, W)`` float32 in [0, 1], on the frames' device."""
+    return frames.permute(0, 1, 4, 2, 3).float().div_(255.0)
+
+
+def resize_short_side(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Resize ``(..., 3, H, W)`` so the short side is ``size`` (antialiased, like PIL's resize)."""
+    *lead, c, h, w = x.shape
+    scale = size / min(h, w)
+    out_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
+    flat = x.reshape(-1, c, h, w)
+    flat = F.interpolate(flat, size=out_hw, mode=mode, align_corners=False, antialias=mode != "nearest")
+    return flat.reshape(*lead, c, *out_hw)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Per-channel normalisation of ``(..., 3, H, W)``."""
+    shape = (3, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    return (x - m) / s
+
+
+class DeepExtractor(Extractor):
+    """A frozen network. Subclasses declare ``weights`` and implement ``build_model`` and ``embed``.
+
+    ``cuda_precision`` is the reduced precision the extractor runs at on a GPU; it is chosen per
+    extractor after measuring that it moves features by less than the tolerance the tests allow
+    (``benchmarks/bench_deep.py --precision``). On the CPU everything runs in fp32.
+    ``$FEATBANK_PRECISION=fp32`` forces full precision everywhere.
+    """
+
+    cuda_precision: ClassVar[str] = "fp16"
+    model: nn.Module | None = None
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """The architecture, randomly initialised, with the official checkpoint's parameter names."""
+
+    @abstractmethod
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, frames_per_step, H, W, 3)`` uint8 on :attr:`device` → ``(B, step_dim)`` features."""
+
+    def state_dict_from(self, checkpoint: Mapping) -> dict[str, torch.Tensor]:
+        """The model's state dict inside the official checkpoint file's structure."""
+        return unwrap(checkpoint)
+
+    @property
+    def precision(self) -> str:
+        forced = os.environ.get(PRECISION_ENV)
+        if forced:
+            if forced not in DTYPES:
+                raise ValueError(f"${PRECISION_ENV} must be one of {', '.join(DTYPES)}, not {forced!r}")
+            return forced
+        return self.cuda_precision if self.device.startswith("cuda") else "fp32"
+
+    def load_weights(self, path: Path | None) -> None:
+        torch.manual_seed(RANDOM_SEED)
+        model = self.build_model()
+        if path is not None:
+            load_strict(model, self.state_dict_from(load_checkpoint(path)), str(path))
+        self.model = model.eval().requires_grad_(False).to(self.device)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: call setup() before forward()")
+        frames = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        dtype = DTYPES[self.precision]
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            out = self.embed(frames)
+        return out.float().cpu().numpy()
