@@ -33,6 +33,9 @@ class Extractor(ABC):
     version: ClassVar[str]
     weights: ClassVar[WeightsSpec | None] = None
     batch_size: ClassVar[int] = 8
+    text_column: ClassVar[str | None] = None
+    """Manifest column whose text this extractor also reads (the generation prompt of AI-generated
+    content); such extractors implement :meth:`forward_text` instead of :meth:`forward`."""
 
     device: str = "cpu"
     random_weights: bool = False
@@ -48,6 +51,10 @@ class Extractor(ABC):
 
     @abstractmethod
     def forward(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def forward_text(self, batch: np.ndarray, text: str) -> np.ndarray:
+        """``forward`` for extractors with a :attr:`text_column`: the item's text comes along."""
+        raise NotImplementedError(f"{self.name} reads no manifest text")
 
     @property
     def step_dim(self) -> int:
@@ -83,6 +90,11 @@ class Extractor(ABC):
             config["weights"] = "random"
         return config
 
+    def runtime(self) -> dict:
+        """How this run computes (device, precision): recorded in provenance, not part of the key,
+        because the features agree across them within the tolerance the tests check."""
+        return {"device": self.device}
+
     def weights_provenance(self) -> dict | None:
         """What the bank records about the weights behind a group: file and checksum, or 'random'."""
         if self.weights is None:
@@ -105,11 +117,15 @@ class Extractor(ABC):
         missing checkpoint fails the run before any video is decoded."""
         policy = weights or WeightsPolicy()
         self.device = device
+        self.adopt(policy)
         if self.weights is None:
             return
-        self.random_weights = policy.random
         self.resolved_weights = None if policy.random else resolve(self.weights, policy)
         self.load_weights(self.resolved_weights.path if self.resolved_weights else None)
+
+    def adopt(self, policy: WeightsPolicy) -> None:
+        """Take the run's weights policy; with random weights the bank key changes (see config)."""
+        self.random_weights = policy.random and self.weights is not None
 
     def load_weights(self, path: Path | None) -> None:
         """Build the model and load ``path`` into it; ``None`` means seeded random weights."""

@@ -135,6 +135,9 @@ class DeepExtractor(Extractor):
             return forced
         return self.cuda_precision if self.device.startswith("cuda") else "fp32"
 
+    def runtime(self) -> dict:
+        return {"device": self.device, "precision": self.precision, "torch": torch.__version__}
+
     def load_weights(self, path: Path | None) -> None:
         torch.manual_seed(RANDOM_SEED)
         model = self.build_model()

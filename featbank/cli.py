@@ -49,6 +49,25 @@ def _add_track(p: argparse.ArgumentParser) -> None:
                    help="check the manifest against a challenge track first (see `featbank tracks`)")
 
 
+def _add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device for deep extractors (cpu, cuda, cuda:1)")
+    p.add_argument("--weights-dir", type=Path, default=None,
+                   help="directory of pretrained checkpoints (default: $FEATBANK_WEIGHTS; the torch-hub "
+                        "and Hugging Face caches are searched too); see `featbank weights list`")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build deep extractors with seeded RANDOM weights instead of checkpoints: for "
+                        "dry runs and tests only; recorded in the bank, in groups of their own")
+    p.add_argument("--accept-non-commercial", action="store_true",
+                   help="confirm this is non-commercial research, as some checkpoints' licences require")
+
+
+def _weights_policy(args: argparse.Namespace):
+    from featbank.weights import WeightsPolicy, weights_dir
+
+    return WeightsPolicy(directory=weights_dir(args.weights_dir), random=args.random_weights,
+                         accept_non_commercial=args.accept_non_commercial)
+
+
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     from regressors import LEARNERS
 
@@ -82,9 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated extractors: {', '.join(extractors.available())}")
     _add_bank(p)
     _add_track(p)
-    p.add_argument("--device", default="cpu", help="torch device for deep extractors (cpu, cuda, cuda:1)")
-    p.add_argument("--weights-dir", type=Path, default=None,
-                   help="directory of pretrained checkpoints (default: $FEATBANK_WEIGHTS)")
+    _add_weights(p)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="dask.distributed scheduler to run on (tcp://host:8786); default: a local "
                         "cluster sized to this machine (one worker per GPU with --device cuda)")
@@ -136,9 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path, help="the model directory written by `fit`")
     p.add_argument("--out", required=True, type=Path, help="submission CSV to write")
     _add_bank(p)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--weights-dir", type=Path, default=None)
+    _add_weights(p)
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser(
+        "weights", help="list, verify and import the pretrained checkpoints deep extractors read",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="featbank never downloads weights. Each deep extractor names its checkpoint file, the\n"
+                    "SHA-256 it must have (published upstream, or pinned here on import), its source and\n"
+                    "licence. Files are looked up in --weights-dir ($FEATBANK_WEIGHTS), then in the\n"
+                    "torch-hub and Hugging Face caches.",
+        epilog="examples:\n"
+               "  featbank weights list\n"
+               "  featbank weights import ~/Downloads/SLOWFAST_8x8_R50.pyth --weights-dir ~/weights\n"
+               "  featbank weights verify --extractor slowfast,timm:convnext_base --load")
+    p.add_argument("action", choices=["list", "verify", "import"])
+    p.add_argument("path", nargs="?", type=Path, help="with `import`: the checkpoint file to import")
+    p.add_argument("--extractor", type=_csv, default=None,
+                   help="extractors to consider (default: every registered one with weights; "
+                        "timm backbones must be named, e.g. timm:convnext_base)")
+    p.add_argument("--weights-dir", type=Path, default=None, help="default: $FEATBANK_WEIGHTS")
+    p.add_argument("--load", action="store_true",
+                   help="with `verify`: also build each model and load its checkpoint strictly")
+    p.add_argument("--accept-non-commercial", action="store_true",
+                   help="with `verify --load`: accept non-commercial licences")
 
     p = sub.add_parser(
         "import", help="bring a feature set computed elsewhere (.mat, .h5, .npy/.npz, .csv, .parquet) into the bank",
@@ -258,11 +296,9 @@ def _checked_manifest(path: Path, track_name: str | None):
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from featbank.orchestrate import extract_manifest
-    from featbank.weights import weights_dir
 
     _checked_manifest(args.manifest, args.track)
-    common = dict(device=args.device, weights_dir=weights_dir(args.weights_dir),
-                  retry_failed=args.retry_failed, progress=not args.no_progress)
+    common = dict(device=args.device, weights=_weights_policy(args), retry_failed=args.retry_failed, progress=not args.no_progress)
     if args.workers == 0 and not args.scheduler:
         report = extract_manifest(args.manifest, args.bank, args.extractor, **common)
     else:
@@ -301,11 +337,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from featbank.weights import weights_dir
     from featbank.workflow import predict_manifest
 
     preds = predict_manifest(args.manifest, args.bank, args.model, args.out, device=args.device,
-                             weights_dir=weights_dir(args.weights_dir), progress=not args.no_progress)
+                             weights=_weights_policy(args), progress=not args.no_progress)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return EXIT_ITEMS_FAILED if preds.drop(columns="video_id").isna().any(axis=None) else 0
 
@@ -423,6 +458,25 @@ def _cmd_extractors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from featbank.weights import weights_dir
+    from featbank.weights_admin import import_checkpoint, list_weights, verify_weights
+
+    directory = weights_dir(args.weights_dir)
+    if args.action == "list":
+        print(list_weights(args.extractor, directory))
+        return 0
+    if args.action == "import":
+        if args.path is None:
+            raise FeatbankError("`featbank weights import` needs the checkpoint PATH")
+        print(import_checkpoint(args.path, args.extractor, directory))
+        return 0
+    text, ok = verify_weights(args.extractor, directory, load=args.load,
+                              accept_non_commercial=args.accept_non_commercial)
+    print(text)
+    return 0 if ok else 4
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from featbank.demo import run_demo
 
@@ -434,7 +488,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {"extract": _cmd_extract, "fit": _cmd_fit, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "check": _cmd_check, "import": _cmd_import, "export": _cmd_export, "tracks": _cmd_tracks,
             "info": _cmd_info, "status": _cmd_status, "validate": _cmd_validate,
-            "extractors": _cmd_extractors, "demo": _cmd_demo}
+            "extractors": _cmd_extractors, "weights": _cmd_weights, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,12 +103,14 @@ def _extractors_on_worker(specs: tuple[str, ...], device: str, weights: WeightsP
 
 
 def run_chunk(bank_path: str, work: dict[int, list[str]], paths: dict[int, str], ids: dict[int, str],
-              specs: tuple[str, ...], device: str, weights: WeightsPolicy) -> list[tuple[str, str, str]]:
+              texts: dict[int, dict[str, str]], specs: tuple[str, ...], device: str,
+              weights: WeightsPolicy) -> list[tuple[str, str, str]]:
     """The task: extract and commit the rows of one chunk on whichever worker runs it."""
     built = _extractors_on_worker(specs, device, weights)
     bank = FeatureBank(bank_path)
     return process_chunk(bank, {row: [built[s] for s in names] for row, names in work.items()},
-                         {row: media_item(p, Path("/")) for row, p in paths.items()}, ids)  # item_text: absolute
+                         {row: media_item(p, Path("/")) for row, p in paths.items()}, ids,  # item_text: absolute
+                         texts)
 
 
 def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
@@ -142,7 +144,7 @@ def _run_plan(client: Client, plan: ExtractionPlan, device: str, weights: Weight
             run_chunk, plan.bank.path,
             {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
             {row: item_text(plan.paths[row]) for row in work}, {row: plan.ids[row] for row in work},
-            tuple(plan.specs), device, weights,
+            {row: plan.texts[row] for row in work if row in plan.texts}, tuple(plan.specs), device, weights,
             key=f"featbank-chunk-{chunk}-{uuid.uuid4().hex[:8]}", retries=TASK_RETRIES, pure=False,
             **options,
         )

@@ -27,9 +27,10 @@ from featbank.sampling import Plan
 class StepRunner:
     """Collects one extractor's steps for one item and runs ``forward`` a batch at a time."""
 
-    def __init__(self, extractor: Extractor, plan: Plan) -> None:
+    def __init__(self, extractor: Extractor, plan: Plan, text: str | None = None) -> None:
         self.extractor = extractor
         self.plan = plan
+        self.text = text
         self.steps = np.full((plan.n_steps, extractor.step_dim), np.nan, dtype=np.float32)
         self._pending: list[tuple[int, np.ndarray]] = []
         self.error: str | None = None
@@ -47,7 +48,11 @@ class StepRunner:
             return
         index = [s for s, _ in self._pending]
         try:
-            out = np.asarray(self.extractor.forward(np.stack([d for _, d in self._pending])))
+            batch = np.stack([d for _, d in self._pending])
+            if self.extractor.text_column is None:
+                out = np.asarray(self.extractor.forward(batch))
+            else:
+                out = np.asarray(self.extractor.forward_text(batch, self.text or ""))
             if out.shape != (len(index), self.extractor.step_dim):
                 raise ValueError(f"forward returned shape {out.shape}, "
                                  f"expected {(len(index), self.extractor.step_dim)}")
@@ -114,15 +119,20 @@ def _run_audio(source: MediaSource, runners: list[StepRunner]) -> dict[int, Step
     return absent
 
 
-def extract_item(path: MediaItem, extractors: list[Extractor]) -> tuple[ItemRecord, dict[str, StepFeatures]]:
-    """Decode ``path`` once and return its probe record and one result per extractor key."""
+def extract_item(path: MediaItem, extractors: list[Extractor],
+                 texts: dict[str, str] | None = None) -> tuple[ItemRecord, dict[str, StepFeatures]]:
+    """Decode ``path`` once and return its probe record and one result per extractor key.
+
+    ``texts`` holds the item's manifest text by column, for extractors that read one (prompts).
+    """
+    texts = texts or {}
     size = path.stat().st_size if isinstance(path, Path) and path.is_file() else 0
     try:
         source = open_media(path)
     except Exception as exc:  # MediaError is the expected kind; see the module docstring
         error = str(exc) if isinstance(exc, MediaError) else _unexpected(path, "opening", exc)
         return ItemRecord(None, size), {e.key: StepFeatures(status=FAILED, error=error) for e in extractors}
-    runners = [StepRunner(e, e.sampling.plan(source.info)) for e in extractors]
+    runners = [StepRunner(e, e.sampling.plan(source.info), texts.get(e.text_column or "")) for e in extractors]
     video = [r for r in runners if r.extractor.sampling.modality == "video"]
     audio = [r for r in runners if r.extractor.sampling.modality == "audio"]
     _run_video(source, video)

@@ -22,7 +22,7 @@ import extractors
 from extractors.base import Extractor
 from featbank import __version__
 from featbank.bank import FAILED, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord
-from featbank.errors import BankError
+from featbank.errors import BankError, ManifestError
 from featbank.extract import extract_item
 from featbank.hashing import digest_paths
 from featbank.manifest import Manifest, MediaItem, load_manifest
@@ -58,6 +58,7 @@ def provenance_of(extractor: Extractor, spec: str) -> dict:
         "feature_names": extractor.feature_names(),
         "pooled_names": extractor.pooled_names(),
         "weights": extractor.weights_provenance(),
+        "runtime": extractor.runtime(),
         "decoder": {"decord": md.version("decord"), "av": md.version("av")},
         "featbank": __version__,
     }
@@ -76,6 +77,28 @@ def check_same_weights(stored: dict | None, extractor: Extractor, bank_path: str
         raise BankError(f"{bank_path}: group {extractor.key} was extracted with {stored['filename']} "
                         f"sha256 {stored['sha256']}, but the file found now has sha256 "
                         f"{current['sha256']}; restore the original file or use another bank")
+
+
+def item_texts(manifest: Manifest, rows: np.ndarray, exs: Sequence[Extractor]) -> dict[int, dict[str, str]]:
+    """Per bank row, the manifest text each text-reading extractor needs (e.g. the prompt).
+
+    A row is one media file: two manifest rows with the same file but different prompts would
+    need two feature rows, which a content-keyed bank cannot hold, so that is refused.
+    """
+    columns = sorted({ex.text_column for ex in exs if ex.text_column})
+    missing = [c for c in columns if c not in manifest.table.columns]
+    if missing:
+        readers = ", ".join(ex.name for ex in exs if ex.text_column in missing)
+        raise ManifestError(f"{manifest.source}: {readers} needs column(s) {', '.join(missing)}")
+    texts: dict[int, dict[str, str]] = {}
+    for column in columns:
+        values = manifest.table[column].fillna("").astype(str).tolist()
+        for row, vid, text in zip(rows.tolist(), manifest.video_ids, values):
+            known = texts.setdefault(row, {}).setdefault(column, text)
+            if known != text:
+                raise ManifestError(f"{manifest.source}: {vid} is the same file as an earlier row but "
+                                    f"has a different {column!r}; one file can carry one {column}")
+    return texts
 
 
 def register_manifest(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
@@ -128,7 +151,8 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 def process_chunk(bank: FeatureBank, work: dict[int, list[Extractor]], paths: dict[int, MediaItem],
-                  ids: dict[int, str], on_item: Callable[[], None] | None = None) -> list[tuple[str, str, str]]:
+                  ids: dict[int, str], texts: dict[int, dict[str, str]] | None = None,
+                  on_item: Callable[[], None] | None = None) -> list[tuple[str, str, str]]:
     """Extract the rows of one chunk, commit them together, return the failures.
 
     BLAS runs single-threaded here, wherever the chunk runs: a multi-threaded BLAS sums in an
@@ -141,7 +165,7 @@ def process_chunk(bank: FeatureBank, work: dict[int, list[Extractor]], paths: di
     failures = []
     for row in sorted(work):
         with single_threaded_blas():
-            record, results = extract_item(paths[row], work[row])
+            record, results = extract_item(paths[row], work[row], (texts or {}).get(row))
         records[row] = record
         for key, out in results.items():
             outputs[key][row] = out
@@ -168,6 +192,7 @@ class ExtractionPlan:
     chunks: dict[int, dict[int, list[Extractor]]]
     paths: dict[int, MediaItem]
     ids: dict[int, str]
+    texts: dict[int, dict[str, str]]
 
     @property
     def n_items(self) -> int:
@@ -205,7 +230,8 @@ def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Seq
     chunks: dict[int, dict[int, list[Extractor]]] = defaultdict(dict)
     for row, exs_for_row in pending_work(bank, rows, exs, retry_failed).items():
         chunks[row // ROW_CHUNK][row] = exs_for_row
-    return ExtractionPlan(bank, list(specs), exs, rows, dict(sorted(chunks.items())), paths, ids)
+    return ExtractionPlan(bank, list(specs), exs, rows, dict(sorted(chunks.items())), paths, ids,
+                          item_texts(manifest, rows, exs))
 
 
 def extract_manifest(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
@@ -219,7 +245,8 @@ def extract_manifest(manifest_path: str | Path, bank_path: str | Path, specs: Se
     failures: list[tuple[str, str, str]] = []
     with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
         for work in plan.chunks.values():
-            failures += process_chunk(plan.bank, work, plan.paths, plan.ids, on_item=lambda: bar.update())
+            failures += process_chunk(plan.bank, work, plan.paths, plan.ids, plan.texts,
+                                      on_item=lambda: bar.update())
             bar.set_postfix(failed=len(failures))
     return plan.report(failures)
 

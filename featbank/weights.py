@@ -164,8 +164,8 @@ def import_weights(source: Path, spec: WeightsSpec, directory: Path) -> Resolved
     if expected is not None and actual != expected:
         raise WeightsMissingError(f"{source} has sha256 {actual}, but {spec.filename} must have "
                                   f"{expected} ({pinned_by}); it is not the file featbank expects")
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / spec.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
     if source.resolve() != target.resolve():
         partial = target.with_name(target.name + ".partial")
         shutil.copyfile(source, partial)

@@ -24,6 +24,7 @@ from featbank.manifest import Manifest, load_manifest
 from featbank.orchestrate import extract_manifest
 from featbank.protocols import Protocol
 from featbank.report import summary_text, write_report
+from featbank.weights import WeightsPolicy
 
 
 @dataclass
@@ -111,7 +112,7 @@ def fit_manifest(manifest_path: Path, bank_path: str | Path, features: list[str]
     return FitOutcome(result=result, summary=summary, out_dir=out_dir, report=report, dropped=fb.dropped)
 
 
-def _extractor_specs(bank_path: str | Path, keys: list[str]) -> list[str]:
+def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPolicy) -> list[str]:
     """The extractor spec that produced each extracted bank key, checked against the current code.
 
     Imported groups are skipped: there is nothing to extract for them. Items of the manifest that
@@ -122,16 +123,22 @@ def _extractor_specs(bank_path: str | Path, keys: list[str]) -> list[str]:
     for key in keys:
         if bank.is_imported(key):
             continue
-        spec = bank.group(key).attrs["spec"]
-        if extractors.create(spec).key != key:
+        attrs = bank.group(key).attrs
+        spec = attrs["spec"]
+        if (attrs.get("weights") or {}).get("random") and not weights.random:
+            raise BankError(f"the model was fitted on {key}, features of RANDOM weights; predicting "
+                            f"with it needs --random-weights too (and is only good for dry runs)")
+        ex = extractors.create(spec)
+        ex.adopt(weights)
+        if ex.key != key:
             raise BankError(f"the model was fitted on {key}, but extractor {spec!r} now produces "
-                            f"{extractors.create(spec).key}; refit or use the matching featbank version")
+                            f"{ex.key}; refit or use the matching featbank version")
         specs.append(spec)
     return specs
 
 
 def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path, out_csv: Path,
-                     device: str = "cpu", weights_dir: Path | None = None,
+                     device: str = "cpu", weights: WeightsPolicy | None = None,
                      progress: bool = True) -> pd.DataFrame:
     """Extract what the model needs and is missing, predict, write ``video_id,<targets>``.
 
@@ -141,8 +148,9 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
     ensemble = FittedEnsemble.load(model_dir)
     FeatureBank(bank_path, mode="r")  # the model's features are looked up there: it must exist
     keys = list(ensemble.block_dims)
-    extract_manifest(manifest_path, bank_path, _extractor_specs(bank_path, keys), device=device,
-                     weights_dir=weights_dir, progress=progress)
+    weights = weights or WeightsPolicy()
+    extract_manifest(manifest_path, bank_path, _extractor_specs(bank_path, keys, weights), device=device,
+                     weights=weights, progress=progress)
     manifest = load_manifest(manifest_path)
     fb = load_blocks(FeatureBank(bank_path, mode="r"), manifest, keys)
     preds = pd.DataFrame(np.nan, index=range(len(manifest.video_ids)), columns=ensemble.targets)

@@ -1,0 +1,90 @@
+"""``featbank weights list|verify|import``: the checkpoints deep extractors read, seen from the shell.
+
+Every extractor declares its own :class:`~featbank.weights.WeightsSpec`; this module only gathers
+them, so the registry of weights is the registry of extractors and cannot drift from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tabulate import tabulate
+
+import extractors
+from extractors.base import Extractor
+from featbank.errors import FeatbankError
+from featbank.weights import WeightsPolicy, candidates, expected_sha256, import_weights, resolve
+
+
+def weighted_extractors(specs: list[str] | None) -> tuple[list[tuple[str, Extractor]], list[str]]:
+    """The named extractors (default: every registered one) that need weights, and notes on those
+    that cannot be listed without an argument (``timm`` needs a model name)."""
+    chosen, notes = [], []
+    for spec in specs or extractors.available():
+        try:
+            ex = extractors.create(spec)
+        except (FeatbankError, TypeError) as exc:
+            if specs:
+                raise
+            notes.append(f"{spec}: named per model, e.g. --extractor {spec}:NAME ({exc})")
+            continue
+        if ex.weights is not None:
+            chosen.append((spec, ex))
+        elif specs:
+            notes.append(f"{spec}: needs no weights")
+    return chosen, notes
+
+
+def list_weights(specs: list[str] | None, directory: Path | None) -> str:
+    rows, notes = [], []
+    chosen, notes = weighted_extractors(specs)
+    for spec, ex in chosen:
+        w = ex.weights
+        expected, pinned_by = expected_sha256(w, directory)
+        found = next((p for p in candidates(w, directory) if p.is_file()), None)
+        rows.append([spec, w.filename, f"{expected[:16]}… ({pinned_by})" if expected else "unpinned",
+                     w.license + (" (NON-COMMERCIAL)" if w.non_commercial else ""),
+                     str(found) if found else "MISSING", w.source])
+    table = tabulate(rows, headers=["extractor", "file", "sha256", "license", "found at", "source"])
+    where = f"weights directory: {directory}" if directory else "no weights directory set (--weights-dir / $FEATBANK_WEIGHTS)"
+    return "\n".join([where, table, *notes])
+
+
+def verify_weights(specs: list[str] | None, directory: Path | None, load: bool = False,
+                   accept_non_commercial: bool = False) -> tuple[str, bool]:
+    """Check every checkpoint's presence and checksum (and, with ``load``, a strict load into the
+    architecture). Returns the report and whether everything passed."""
+    policy = WeightsPolicy(directory=directory, accept_non_commercial=accept_non_commercial)
+    lines, ok = [], True
+    chosen, notes = weighted_extractors(specs)
+    for spec, ex in chosen:
+        try:
+            if load:
+                ex.setup("cpu", policy)
+                found = ex.resolved_weights
+            else:
+                found = resolve(ex.weights, WeightsPolicy(directory=directory, accept_non_commercial=True))
+            lines.append(f"OK       {spec}: {found.path} sha256 {found.sha256} ({found.pinned_by})"
+                         + (", loads strictly" if load else ""))
+        except FeatbankError as exc:
+            ok = False
+            lines.append(f"PROBLEM  {spec}: {exc}")
+    return "\n".join(lines + notes), ok
+
+
+def import_checkpoint(source: Path, specs: list[str] | None, directory: Path | None) -> str:
+    """Copy ``source`` into the weights directory as the file an extractor expects, and pin it.
+
+    Without ``--extractor`` the file is matched by name against every declared checkpoint.
+    """
+    if directory is None:
+        raise FeatbankError("importing needs a weights directory: --weights-dir or $FEATBANK_WEIGHTS")
+    chosen, _ = weighted_extractors(specs)
+    matches = chosen if specs else [(s, e) for s, e in chosen if Path(e.weights.filename).name == source.name]
+    if len(matches) != 1:
+        known = ", ".join(f"{s} ({e.weights.filename})" for s, e in chosen)
+        raise FeatbankError(f"cannot tell which extractor {source.name} belongs to; name it with "
+                            f"--extractor (known: {known})")
+    spec, ex = matches[0]
+    done = import_weights(source, ex.weights, directory)
+    return f"imported {source} as {done.path} for {spec}: sha256 {done.sha256} ({done.pinned_by})"
