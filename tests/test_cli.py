@@ -145,10 +145,14 @@ def test_help_teaches_the_workflow(capsys):
     assert "typical session" in out and "exit codes" in out
 
 
-def test_planned_extractor_says_it_is_not_implemented(track, tmp_path, capsys):
+def test_deep_extractor_without_its_checkpoint_exits_4_naming_file_and_source(track, tmp_path, capsys,
+                                                                               monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     code = main(["extract", "--manifest", str(track / "manifest.csv"), "--extractor", "slowfast",
-                 "--bank", str(tmp_path / "b.zarr")])
-    assert code == 7 and "not implemented yet" in capsys.readouterr().err
+                 "--bank", str(tmp_path / "b.zarr"), "--weights-dir", str(tmp_path), "--workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 4 and "SLOWFAST_8x8_R50.pyth" in err and "dl.fbaipublicfiles.com" in err
+    assert not (tmp_path / "b.zarr").exists()  # refused before any bank write or decoding
 
 
 def test_status_counts_a_manifests_items_including_unregistered_ones(track, extracted, tmp_path, capsys):
