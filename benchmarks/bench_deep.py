@@ -74,6 +74,25 @@ def gpu_workers_rate(manifest: Path, spec: str, workers: int, tmp: Path) -> floa
     return report.items / (time.perf_counter() - t0)
 
 
+def bench_one(spec: str, args: argparse.Namespace, paths: list[Path], many: Path | None, tmp: Path) -> None:
+    """One extractor's line (and precision / GPU-worker lines); its model is freed on return."""
+    ex = extractors.create(spec)
+    ex.setup(args.device, RANDOM)
+    batches = decoded_batches(paths, ex)
+    n_steps = sum(len(b) for b in batches)
+    model = timed(lambda: [ex.forward(b) for b in batches], args.repeats)
+    e2e = timed(lambda: [extract_item(p, [ex]) for p in paths], args.repeats)
+    print(f"  {spec:28s} {n_steps:5d} {n_steps / model:14.2f} {n_steps / e2e:12.2f} "
+          f"{len(paths) / e2e:13.3f} {model / e2e:10.2f}")
+    if args.device.startswith("cuda") and ex.precision != "fp32":
+        rel, cos = precision_error(ex, batches)
+        print(f"    {ex.precision} vs fp32: worst relative L2 error {rel:.2e}, lowest cosine {cos:.6f}")
+    for n in [int(v) for v in args.gpu_workers.split(",") if v]:
+        rate = gpu_workers_rate(many, spec, n, tmp)
+        print(f"    dask, {n} decoding worker(s) sharing the GPU, {args.gpu_videos} clips of 2 s: "
+              f"{rate:.3f} videos/s (cluster start and model loads included)")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks deep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,19 +123,4 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {'extractor':28s} {'steps':>5s} {'model steps/s':>14s} {'e2e steps/s':>12s} "
               f"{'e2e videos/s':>13s} {'e2e/model':>10s}")
         for spec in specs:
-            ex = extractors.create(spec)
-            ex.setup(args.device, RANDOM)
-            batches = decoded_batches(paths, ex)
-            n_steps = sum(len(b) for b in batches)
-            model = timed(lambda: [ex.forward(b) for b in batches], args.repeats)
-            e2e = timed(lambda: [extract_item(p, [ex]) for p in paths], args.repeats)
-            print(f"  {spec:28s} {n_steps:5d} {n_steps / model:14.2f} {n_steps / e2e:12.2f} "
-                  f"{len(paths) / e2e:13.3f} {model / e2e:10.2f}")
-            if args.device.startswith("cuda") and ex.precision != "fp32":
-                rel, cos = precision_error(ex, batches)
-                print(f"    {ex.precision} vs fp32: worst relative L2 error {rel:.2e}, lowest cosine {cos:.6f}")
-            for n in [int(v) for v in args.gpu_workers.split(",") if v]:
-                rate = gpu_workers_rate(many, spec, n, tmp)
-                print(f"    dask, {n} decoding worker(s) sharing the GPU, {args.gpu_videos} clips of 2 s: "
-                      f"{rate:.3f} videos/s (cluster start and model loads included)")
-            del ex
+            bench_one(spec, args, paths, many, tmp)

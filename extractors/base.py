@@ -130,3 +130,8 @@ class Extractor(ABC):
     def load_weights(self, path: Path | None) -> None:
         """Build the model and load ``path`` into it; ``None`` means seeded random weights."""
         raise NotImplementedError(f"{self.name} declares weights but does not load them")
+
+    def verify_checkpoint(self, path: Path) -> None:
+        """Check that ``path`` holds exactly this architecture's parameters (``weights verify --load``);
+        raises :class:`~featbank.errors.WeightsMissingError` naming what differs."""
+        self.load_weights(path)

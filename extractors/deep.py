@@ -112,6 +112,9 @@ class DeepExtractor(Extractor):
     """
 
     cuda_precision: ClassVar[str] = "fp16"
+    autocast: ClassVar[bool] = True
+    """Run ``embed`` under autocast at :attr:`precision`; off for models whose weights are already
+    stored at the run's precision (or quantised)."""
     model: nn.Module | None = None
 
     @abstractmethod
@@ -145,12 +148,17 @@ class DeepExtractor(Extractor):
             load_strict(model, self.state_dict_from(load_checkpoint(path)), str(path))
         self.model = model.eval().requires_grad_(False).to(self.device)
 
+    def verify_checkpoint(self, path: Path) -> None:
+        """Strict names-and-shapes check on the CPU, without moving anything to a device."""
+        load_strict(self.build_model(), self.state_dict_from(load_checkpoint(path)), str(path))
+
     def forward(self, batch: np.ndarray) -> np.ndarray:
         if self.model is None:
             raise RuntimeError(f"{self.name}: call setup() before forward()")
         frames = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         dtype = DTYPES[self.precision]
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+        enabled = self.autocast and dtype != torch.float32
+        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
             out = self.embed(frames)
         return out.float().cpu().numpy()

@@ -174,9 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "timm backbones must be named, e.g. timm:convnext_base)")
     p.add_argument("--weights-dir", type=Path, default=None, help="default: $FEATBANK_WEIGHTS")
     p.add_argument("--load", action="store_true",
-                   help="with `verify`: also build each model and load its checkpoint strictly")
-    p.add_argument("--accept-non-commercial", action="store_true",
-                   help="with `verify --load`: accept non-commercial licences")
+                   help="with `verify`: also check each checkpoint's parameter names and shapes against "
+                        "the architecture (a strict load on the CPU; qalign checks its shard headers)")
 
     p = sub.add_parser(
         "import", help="bring a feature set computed elsewhere (.mat, .h5, .npy/.npz, .csv, .parquet) into the bank",
@@ -471,8 +470,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
             raise FeatbankError("`featbank weights import` needs the checkpoint PATH")
         print(import_checkpoint(args.path, args.extractor, directory))
         return 0
-    text, ok = verify_weights(args.extractor, directory, load=args.load,
-                              accept_non_commercial=args.accept_non_commercial)
+    text, ok = verify_weights(args.extractor, directory, load=args.load)
     print(text)
     return 0 if ok else 4
 

@@ -143,3 +143,63 @@ class AudioSeconds(Sampling):
     def plan(self, info: MediaInfo) -> Plan:
         starts = second_starts(info.duration, self.max_steps)
         return Plan(np.zeros((starts.shape[0], 0), dtype=np.int64), starts)
+
+
+@dataclass(frozen=True)
+class FragmentClips(Sampling):
+    """FAST-VQA's test-time clips: each step is one ``clip_len``-frame clip, ``num_clips`` of them.
+
+    Follows the official ``fastvqa/datasets/fusion_datasets.py`` samplers at test time
+    (VQAssessment/FAST-VQA-and-FasterVQA), with their randomness replaced by fixed positions:
+
+    * ``t_frag == 1`` (FAST-VQA-B, ``SampleFrames``): ``clip_len`` frames ``frame_interval`` apart;
+      the video minus one clip's span is cut into ``num_clips`` equal parts and clip ``k`` starts
+      at the middle of part ``k`` (MMAction2's test-mode offsets, exactly).
+    * ``t_frag > 1`` (FasterVQA, ``FragmentSampleFrames``): the video is cut into ``t_frag`` equal
+      segments and each contributes a run of ``clip_len // t_frag`` frames ``frame_interval``
+      apart, so one clip spans the whole video. The official sampler puts each run at a random
+      offset inside its segment; here clip ``k`` puts all its runs at the middle of the ``k``-th of
+      ``num_clips`` equal parts of the free room, so the clips interleave instead of repeating.
+
+    Indices past the last frame wrap around to the start (``np.mod``), as in both official
+    samplers, which only matters for videos shorter than one clip's span. Positions are computed
+    from the frame count alone, so the plan is a pure function of :class:`MediaInfo`; each step's
+    timestamp is its first frame's time.
+    """
+
+    clip_len: int = 32
+    frame_interval: int = 2
+    t_frag: int = 1
+    num_clips: int = 1
+
+    def __post_init__(self) -> None:
+        if self.clip_len % self.t_frag:
+            raise ValueError(f"clip_len {self.clip_len} is not a multiple of t_frag {self.t_frag}")
+        if min(self.clip_len, self.frame_interval, self.t_frag, self.num_clips) < 1:
+            raise ValueError("clip_len, frame_interval, t_frag and num_clips must be positive")
+        if self.max_steps < self.num_clips:
+            object.__setattr__(self, "max_steps", self.num_clips)
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.clip_len
+
+    def plan(self, info: MediaInfo) -> Plan:
+        n = max(info.n_frames, 1)
+        clips = np.arange(self.num_clips)
+        if self.t_frag == 1:
+            span = self.clip_len * self.frame_interval
+            part = (n - span + 1) / self.num_clips
+            starts = np.floor(clips * part + part / 2).astype(np.int64) if n > span - 1 else np.zeros_like(clips)
+            idx = starts[:, None] + np.arange(self.clip_len)[None, :] * self.frame_interval
+        else:
+            run = self.clip_len // self.t_frag
+            segment = n // self.t_frag
+            room = segment - run * self.frame_interval
+            offsets = np.floor((clips + 0.5) * room / self.num_clips).astype(np.int64) if room > 0 \
+                else np.zeros_like(clips)
+            within = np.arange(self.t_frag)[:, None] * segment + np.arange(run)[None, :] * self.frame_interval
+            idx = offsets[:, None] + within.reshape(1, -1)
+        idx = np.mod(idx, n).astype(np.int64)
+        times = idx[:, 0] / info.fps if info.fps > 0 else np.zeros(self.num_clips)
+        return Plan(idx, times.astype(np.float64))

@@ -50,20 +50,17 @@ def list_weights(specs: list[str] | None, directory: Path | None) -> str:
     return "\n".join([where, table, *notes])
 
 
-def verify_weights(specs: list[str] | None, directory: Path | None, load: bool = False,
-                   accept_non_commercial: bool = False) -> tuple[str, bool]:
+def verify_weights(specs: list[str] | None, directory: Path | None, load: bool = False) -> tuple[str, bool]:
     """Check every checkpoint's presence and checksum (and, with ``load``, a strict load into the
     architecture). Returns the report and whether everything passed."""
-    policy = WeightsPolicy(directory=directory, accept_non_commercial=accept_non_commercial)
+    policy = WeightsPolicy(directory=directory, accept_non_commercial=True)  # checking is not using
     lines, ok = [], True
     chosen, notes = weighted_extractors(specs)
     for spec, ex in chosen:
         try:
+            found = resolve(ex.weights, policy)
             if load:
-                ex.setup("cpu", policy)
-                found = ex.resolved_weights
-            else:
-                found = resolve(ex.weights, WeightsPolicy(directory=directory, accept_non_commercial=True))
+                ex.verify_checkpoint(found.path)
             lines.append(f"OK       {spec}: {found.path} sha256 {found.sha256} ({found.pinned_by})"
                          + (", loads strictly" if load else ""))
         except FeatbankError as exc:
