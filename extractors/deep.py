@@ -57,6 +57,10 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
     """``load_state_dict(strict=True)``, with shape mismatches reported with the missing and
     unexpected names in one message that says which file is not the expected model."""
     expected = parameter_shapes(model)
+    state = dict(state)
+    for name in set(expected) - set(state):
+        if name.endswith("num_batches_tracked"):  # a training counter older files omit; unused at inference
+            state[name] = model.state_dict()[name]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if list(state[k].shape) != expected[k])
@@ -81,8 +85,8 @@ def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
 def resize_short_side(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
     """Resize ``(..., 3, H, W)`` so the short side is ``size`` (antialiased, like PIL's resize)."""
     *lead, c, h, w = x.shape
-    scale = size / min(h, w)
-    out_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
+    # the long side is truncated, as torchvision's Resize(int) does in the official pipelines
+    out_hw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
     flat = x.reshape(-1, c, h, w)
     flat = F.interpolate(flat, size=out_hw, mode=mode, align_corners=False, antialias=mode != "nearest")
     return flat.reshape(*lead, c, *out_hw)

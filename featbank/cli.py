@@ -447,7 +447,11 @@ def _cmd_extractors(args: argparse.Namespace) -> int:
     import extractors
 
     for name in extractors.available():
-        ex = extractors.create(name)
+        try:
+            ex = extractors.create(name)
+        except FeatbankError as needs_argument:  # timm is one extractor per named model
+            print(f"{name:14s} {needs_argument}")
+            continue
         weights = ex.weights.filename if ex.weights else "no weights"
         print(f"{name:14s} {type(ex.sampling).__name__:14s} step {ex.step_dim:5d}-d  "
               f"pooled {ex.pooled_dim:5d}-d  {weights}")

@@ -26,7 +26,7 @@ def weighted_extractors(specs: list[str] | None) -> tuple[list[tuple[str, Extrac
         except (FeatbankError, TypeError) as exc:
             if specs:
                 raise
-            notes.append(f"{spec}: named per model, e.g. --extractor {spec}:NAME ({exc})")
+            notes.append(f"{spec}: {exc}")
             continue
         if ex.weights is not None:
             chosen.append((spec, ex))
