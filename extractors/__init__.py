@@ -12,7 +12,7 @@ REGISTRY: dict[str, type[Extractor]] = {}
 
 PLANNED: dict[str, str] = {
     name: "frozen deep extractors with offline weights (issue #3)"
-    for name in ("fastvqa", "liqe", "clip")
+    for name in ("liqe", "clip")
 }
 """Extractors the README announces but this version does not implement: asking for one is a clear
 error naming the plan, not an 'unknown extractor' puzzle."""
@@ -39,4 +39,4 @@ def create(spec: str) -> Extractor:
 
 
 # Importing the modules registers their extractors.
-from extractors import audio, handcrafted, qalign, slowfast, timm_backbone  # noqa: E402,F401
+from extractors import audio, fastvqa, handcrafted, qalign, slowfast, timm_backbone  # noqa: E402,F401
