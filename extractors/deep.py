@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -82,19 +83,26 @@ def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 1, 4, 2, 3).float().div_(255.0)
 
 
-def resize_short_side(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Resize ``(..., 3, H, W)`` so the short side is ``size`` (antialiased, like PIL's resize)."""
+def resize_short_side(x: torch.Tensor, size: int, mode: str = "bilinear", as_8bit: bool = False) -> torch.Tensor:
+    """``torchvision.transforms.Resize(size)`` on ``(..., 3, H, W)`` in [0, 1]: short side ``size``,
+    long side ``int(size * long / short)`` (truncated, as torchvision does), antialiased (PIL's
+    kernels, also when enlarging). ``as_8bit`` rounds the result to 8 bits, as resizing a PIL image
+    does, for recipes whose official pipeline resizes 8-bit images."""
     *lead, c, h, w = x.shape
-    # the long side is truncated, as torchvision's Resize(int) does in the official pipelines
     out_hw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-    flat = x.reshape(-1, c, h, w)
-    flat = F.interpolate(flat, size=out_hw, mode=mode, align_corners=False, antialias=mode != "nearest")
+    if (h, w) == out_hw:
+        return x
+    flat = F.interpolate(x.reshape(-1, c, h, w), size=out_hw, mode=mode, align_corners=False,
+                         antialias=mode != "nearest")
+    if as_8bit:
+        flat = flat.clamp_(0.0, 1.0).mul_(255.0).round_().div_(255.0)
     return flat.reshape(*lead, c, *out_hw)
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``torchvision.transforms.CenterCrop(size)``: offsets ``int(round(excess / 2))`` (half to even)."""
     h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     return x[..., top:top + size, left:left + size]
 
 
@@ -129,6 +137,10 @@ class DeepExtractor(Extractor):
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, frames_per_step, H, W, 3)`` uint8 on :attr:`device` → ``(B, step_dim)`` features."""
 
+    def read_checkpoint(self, path: Path) -> Mapping:
+        """The checkpoint file's contents (override for formats the weights-only loader refuses)."""
+        return load_checkpoint(path)
+
     def state_dict_from(self, checkpoint: Mapping) -> dict[str, torch.Tensor]:
         """The model's state dict inside the official checkpoint file's structure."""
         return unwrap(checkpoint)
@@ -149,20 +161,26 @@ class DeepExtractor(Extractor):
         torch.manual_seed(RANDOM_SEED)
         model = self.build_model()
         if path is not None:
-            load_strict(model, self.state_dict_from(load_checkpoint(path)), str(path))
+            load_strict(model, self.state_dict_from(self.read_checkpoint(path)), str(path))
         self.model = model.eval().requires_grad_(False).to(self.device)
 
     def verify_checkpoint(self, path: Path) -> None:
         """Strict names-and-shapes check on the CPU, without moving anything to a device."""
-        load_strict(self.build_model(), self.state_dict_from(load_checkpoint(path)), str(path))
+        load_strict(self.build_model(), self.state_dict_from(self.read_checkpoint(path)), str(path))
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Inference mode, under autocast at :attr:`precision` when that is reduced."""
+        dtype = DTYPES[self.precision]
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        enabled = self.autocast and dtype != torch.float32
+        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            yield
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         if self.model is None:
             raise RuntimeError(f"{self.name}: call setup() before forward()")
         frames = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
-        dtype = DTYPES[self.precision]
-        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        enabled = self.autocast and dtype != torch.float32
-        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        with self.inference():
             out = self.embed(frames)
         return out.float().cpu().numpy()

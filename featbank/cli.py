@@ -2,7 +2,7 @@
 
 Exit codes: 0 success · 1 error · 2 invalid manifest or usage · 3 bank problem ·
 4 missing/mismatching weights · 6 run completed but some items failed (recorded in the bank) ·
-7 a planned feature this version does not implement · 130 interrupted.
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ typical session:
 
 exit codes: 0 ok, 1 error, 2 invalid manifest/usage, 3 bank problem, 4 missing weights,
             6 finished but some items failed (see `featbank info --failures`),
-            7 feature not implemented yet, 130 interrupted (committed rows are kept)
+            130 interrupted (committed rows are kept)
 """
 
 
@@ -455,9 +455,6 @@ def _cmd_extractors(args: argparse.Namespace) -> int:
         weights = ex.weights.filename if ex.weights else "no weights"
         print(f"{name:14s} {type(ex.sampling).__name__:14s} step {ex.step_dim:5d}-d  "
               f"pooled {ex.pooled_dim:5d}-d  {weights}")
-    for name, plan in extractors.PLANNED.items():
-        if name not in extractors.REGISTRY:
-            print(f"{name:14s} not implemented yet: {plan}")
     return 0
 
 

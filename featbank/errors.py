@@ -36,9 +36,3 @@ class MediaError(FeatbankError):
     """One item cannot be decoded. Extraction records it per item and carries on."""
 
     exit_code = 5
-
-
-class NotImplementedYet(FeatbankError, NotImplementedError):
-    """A documented, planned feature that this version does not have; the message says which issue."""
-
-    exit_code = 7

@@ -243,7 +243,7 @@ class ImportReport:
 def _check_name(name: str) -> None:
     if not DATASET_NAME.match(name):
         raise FeatbankError(f"feature set name {name!r}: use letters, digits, '_', '.', '-' only")
-    if name in extractors.REGISTRY or name in extractors.PLANNED:
+    if name in extractors.REGISTRY:
         raise FeatbankError(f"{name!r} is an extractor's name; give imported features another --name")
 
 
