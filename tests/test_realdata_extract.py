@@ -160,4 +160,4 @@ def test_featbank_info_lists_the_groups_and_the_failure(run, capsys):
     assert f"{len(FILES)} items" in out
     assert f"{run.hand}: " in out and "3 ok, 1 failed, 0 absent" in out
     assert f"{run.audio}: " in out and "2 ok, 1 failed, 1 absent" in out
-    assert out.count(f"FAILED [") == 2 and EMPTY in out
+    assert out.count("FAILED [") == 2 and EMPTY in out
