@@ -29,16 +29,28 @@ from featbank.extract import extract_item
 from featbank.weights import WeightsPolicy
 
 RANDOM = WeightsPolicy(random=True)
+PROMPT = "a red car driving along a wet coastal road at dusk"  # for text-reading extractors (clip:prompt)
 
 
-def decoded_batches(paths: list[Path], ex) -> list[np.ndarray]:
-    """Every step of every clip, decoded once and cut into the extractor's batches."""
+def texts_for(ex) -> dict[str, str]:
+    return {ex.text_column: PROMPT} if ex.text_column else {}
+
+
+def decoded_batches(paths: list[Path], ex) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every step of every clip, decoded once and cut into the extractor's batches (with their
+    step indices, which ``forward_item`` takes)."""
     steps = []
     for path in paths:
         src = open_media(path)
-        steps += [frames for _, _, frames in iter_steps(src, [ex.sampling.plan(src.info)])]
+        steps += [(step, frames) for _, step, frames in iter_steps(src, [ex.sampling.plan(src.info)])]
     b = ex.batch_size
-    return [np.stack(steps[i:i + b]) for i in range(0, len(steps), b)]
+    return [(np.stack([f for _, f in steps[i:i + b]]), np.array([s for s, _ in steps[i:i + b]]))
+            for i in range(0, len(steps), b)]
+
+
+def run_model(ex, batches: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    text = texts_for(ex).get(ex.text_column or "")
+    return np.concatenate([ex.forward_item(frames, steps, text) for frames, steps in batches])
 
 
 def timed(fn, repeats: int) -> float:
@@ -51,12 +63,12 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def precision_error(ex, batches: list[np.ndarray]) -> tuple[float, float]:
+def precision_error(ex, batches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
     """Worst relative L2 error and lowest cosine of reduced-precision features against fp32."""
-    reduced = np.concatenate([ex.forward(b) for b in batches])
+    reduced = run_model(ex, batches)
     os.environ["FEATBANK_PRECISION"] = "fp32"
     try:
-        full = np.concatenate([ex.forward(b) for b in batches])
+        full = run_model(ex, batches)
     finally:
         del os.environ["FEATBANK_PRECISION"]
     rel = np.linalg.norm(reduced - full, axis=1) / np.maximum(np.linalg.norm(full, axis=1), 1e-12)
@@ -102,9 +114,9 @@ def bench_one(spec: str, args: argparse.Namespace, paths: list[Path], many: Path
     ex = extractors.create(spec)
     ex.setup(args.device, RANDOM)
     batches = decoded_batches(paths, ex)
-    n_steps = sum(len(b) for b in batches)
-    model = timed(lambda: [ex.forward(b) for b in batches], args.repeats)
-    e2e = timed(lambda: [extract_item(p, [ex]) for p in paths], args.repeats)
+    n_steps = sum(len(steps) for _, steps in batches)
+    model = timed(lambda: run_model(ex, batches), args.repeats)
+    e2e = timed(lambda: [extract_item(p, [ex], texts_for(ex)) for p in paths], args.repeats)
     print(f"  {spec:28s} {n_steps:5d} {n_steps / model:14.2f} {n_steps / e2e:12.2f} "
           f"{len(paths) / e2e:13.3f} {model / e2e:10.2f}")
     if args.device.startswith("cuda") and ex.precision != "fp32":

@@ -3,7 +3,8 @@
 An extractor is one file: a subclass of :class:`Extractor` that declares its temporal sampling, the
 size and names of its per-step features, its weights (if any), and a batched ``forward``. The
 orchestrator decodes each video once, cuts it into the steps each extractor's sampling asks for,
-calls ``forward`` on batches of steps, and stores both the per-step matrix and the pooled vector.
+calls ``forward`` (through ``forward_item``, which also hands it the step indices and any
+manifest text) on batches of steps, and stores both the per-step matrix and the pooled vector.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ class Extractor(ABC):
     version: ClassVar[str]
     weights: ClassVar[WeightsSpec | None] = None
     batch_size: ClassVar[int] = 8
+    weight_variants: ClassVar[tuple[str, ...]] = ()
+    """Registry specs of variants that read another checkpoint than the default (``fastvqa:faster``),
+    so ``featbank weights list|verify|import`` cover their files too."""
     text_column: ClassVar[str | None] = None
     """Manifest column whose text this extractor also reads (the generation prompt of AI-generated
-    content); such extractors implement :meth:`forward_text` instead of :meth:`forward`."""
+    content); it arrives in :meth:`forward_item`."""
 
     device: str = "cpu"
     random_weights: bool = False
@@ -52,9 +56,14 @@ class Extractor(ABC):
     @abstractmethod
     def forward(self, batch: np.ndarray) -> np.ndarray: ...
 
-    def forward_text(self, batch: np.ndarray, text: str) -> np.ndarray:
-        """``forward`` for extractors with a :attr:`text_column`: the item's text comes along."""
-        raise NotImplementedError(f"{self.name} reads no manifest text")
+    def forward_item(self, batch: np.ndarray, steps: np.ndarray, text: str | None) -> np.ndarray:
+        """``forward`` with where the batch comes from: ``steps`` are the rows' step indices in the
+        item's plan and ``text`` the item's :attr:`text_column` text (``None`` without one).
+
+        Extraction always calls this. Most features depend on the frames alone, so by default it is
+        :meth:`forward`; an extractor whose output also depends on the prompt (``clip:prompt``) or
+        on the step (FAST-VQA draws each clip's fragment offsets afresh) overrides it."""
+        return self.forward(batch)
 
     @property
     def step_dim(self) -> int:

@@ -16,7 +16,7 @@ LIQE, and the text-video alignment branch of AI-generated-video metrics) build o
     generated from: per step the image embedding, the embedding of the item's prompt (the
     manifest's ``prompt`` column; CLIP's tokenizer, truncated to its 77-token context) and
     their cosine, ``512 + 512 + 1`` values. The orchestrator passes the prompt to
-    :meth:`ClipPrompt.forward_text`.
+    :meth:`ClipPrompt.forward_item`.
 
 The architecture is open_clip's OpenAI-compatible ViT-B-32 with QuickGELU, whose parameter names
 are OpenAI's own (``visual.conv1.weight``, ``transformer.resblocks.N...``, ``logit_scale``), so
@@ -187,6 +187,7 @@ class ClipExtractor(OpenAIClip):
         sha256=VIT_B_32_SHA256,
         source=f"https://openaipublic.azureedge.net/clip/models/{VIT_B_32_SHA256}/ViT-B-32.pt",
         license="MIT",
+        tool_cache="~/.cache/clip",
     )
 
     def __new__(cls, variant: str = "") -> ClipExtractor:
@@ -225,8 +226,8 @@ class ClipPrompt(ClipExtractor):
         super().load_weights(path)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        raise TypeError("clip:prompt needs each video's prompt: it is run through forward_text(batch, prompt), "
-                        "with the prompt from the manifest's 'prompt' column")
+        raise TypeError("clip:prompt needs each video's prompt: it is run through forward_item(batch, steps, "
+                        "prompt), with the prompt from the manifest's 'prompt' column")
 
     def prompt_embedding(self, text: str) -> torch.Tensor:
         """The prompt's unit embedding; every batch of one video has the same prompt, so the last
@@ -236,14 +237,13 @@ class ClipPrompt(ClipExtractor):
             cached = self._prompt = (text, self.encode_texts([text])[0])
         return cached[1]
 
-    def forward_text(self, batch: np.ndarray, text: str) -> np.ndarray:
-        if self.model is None:
-            raise RuntimeError(f"{self.name}: call setup() before forward_text()")
-        if not text.strip():
+    def forward_item(self, batch: np.ndarray, steps: np.ndarray, text: str | None) -> np.ndarray:
+        if not (text or "").strip():
             raise ValueError("clip:prompt: this item's prompt is empty; fill the manifest's 'prompt' column")
-        frames = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
-        with self.inference():
+
+        def with_prompt(frames: torch.Tensor) -> torch.Tensor:
             image = self.embed(frames)
             prompt = self.prompt_embedding(text).expand_as(image)
-            out = torch.cat([image, prompt, (image * prompt).sum(-1, keepdim=True)], dim=1)
-        return out.float().cpu().numpy()
+            return torch.cat([image, prompt, (image * prompt).sum(-1, keepdim=True)], dim=1)
+
+        return self.on_device(batch, with_prompt)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -177,10 +177,15 @@ class DeepExtractor(Extractor):
         with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
             yield
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
+    def on_device(self, batch: np.ndarray, compute: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+        """``compute`` on the uint8 batch moved to :attr:`device`, under :meth:`inference`, returned
+        as float32 numpy: the one path every deep ``forward`` / ``forward_item`` takes."""
         if self.model is None:
             raise RuntimeError(f"{self.name}: call setup() before forward()")
         frames = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         with self.inference():
-            out = self.embed(frames)
+            out = compute(frames)
         return out.float().cpu().numpy()
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.on_device(batch, self.embed)

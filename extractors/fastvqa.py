@@ -36,11 +36,11 @@ Spatial fragments, as ``get_spatial_fragments`` draws them: cell ``(i, j)`` of t
 in ``[0, H // 7 - 32)`` (likewise for W; no shift when a cell is at most 32 px), one draw per cell
 and per ``aligned``-frame chunk, so a patch follows the same place through time. The official
 offsets come from an unseeded torch RNG, so the same video gave different scores on every run;
-here they come from ``numpy.random.default_rng([seed, H, W])``: **offsets are a pure function of
-(seed, H, W)** (and the chunk's position in the clip), so the same video always gives the same
-features and ``seed`` (an option, part of the bank key) draws another set. The extractor contract
-hands ``forward`` frames without their step index, so every step of a video uses the same offsets
-and steps differ only in time.
+here they come from ``numpy.random.default_rng([seed, H, W, step])``: **offsets are a pure function
+of (seed, H, W, step)** (and the chunk's position in the clip), so the same video always gives the
+same features, each clip of a multi-clip run gets its own draw as in the official multi-clip test
+(``clips=4``), and ``seed`` (an option, part of the bank key) draws another set. ``forward`` alone,
+without step indices, draws as for the first step.
 
 Frames whose short side is below 224 px are first upscaled (bilinear on [0, 1] values, truncated
 back to integers, as the official ``fallback_type="upsample"`` does) so the short side is exactly
@@ -54,6 +54,7 @@ Normalisation: ImageNet mean (123.675, 116.28, 103.53) and std (58.395, 57.12, 5
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -125,10 +126,10 @@ def cell_starts(length: int) -> tuple[np.ndarray, int]:
     return starts, max(cell - PATCH, 0)
 
 
-def fragment_offsets(seed: int, height: int, width: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(GRID, GRID, chunks)`` row and column shifts of each cell's patch, for a native
-    ``height`` x ``width`` video: a pure function of its arguments."""
-    rng = np.random.default_rng([seed, height, width])
+def fragment_offsets(seed: int, height: int, width: int, chunks: int, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(GRID, GRID, chunks)`` row and column shifts of each cell's patch, for step ``step`` of a
+    native ``height`` x ``width`` video: a pure function of its arguments."""
+    rng = np.random.default_rng([seed, height, width, step])
     h, w = upscaled_size(height, width)
     shifts = []
     for length in (h, w):
@@ -146,12 +147,13 @@ def upscaled_size(height: int, width: int) -> tuple[int, int]:
     return height * SIZE // short, width * SIZE // short
 
 
-def fragment_index(seed: int, height: int, width: int, frames: int, aligned: int) -> tuple[np.ndarray, ...]:
-    """Source (frame, row, column) of every pixel of the ``(frames, 224, 224)`` fragment mosaic."""
+def fragment_index(seed: int, height: int, width: int, frames: int, aligned: int,
+                   step: int = 0) -> tuple[np.ndarray, ...]:
+    """Source (frame, row, column) of every pixel of step ``step``'s ``(frames, 224, 224)`` mosaic."""
     if frames % aligned:
         raise ValueError(f"{frames} frames do not split into chunks of {aligned} (the official assert)")
     chunks = frames // aligned
-    dh, dw = fragment_offsets(seed, height, width, chunks)
+    dh, dw = fragment_offsets(seed, height, width, chunks, step)
     h, w = upscaled_size(height, width)
     tops, lefts = cell_starts(h)[0], cell_starts(w)[0]
     inner = np.arange(PATCH)
@@ -183,12 +185,13 @@ class FastVQA(DeepExtractor):
     """FAST-VQA-B (default) or FasterVQA (``fastvqa:faster``): 768 pooled Swin features + quality."""
 
     name = "fastvqa"
-    version = "1"
+    version = "2"  # 2: fragment offsets drawn per step (1: one draw shared by every clip of a video)
     batch_size = 4  # one step is a 32x224x224 clip (~70 GFLOPs)
     cuda_precision: ClassVar[str] = "fp16"
     """Measured on an H100 (random weights spread by N(0, 0.05)): pooled features within 6e-4
     relative L2 of fp32 and scores within 6e-4 (bf16: 5e-3), at 1.2-1.3x the fp32 throughput."""
     weights: ClassVar[WeightsSpec] = VARIANTS["b"].weights
+    weight_variants = tuple(f"fastvqa:{v}" for v in VARIANTS if v != "b")
 
     def __init__(self, variant: str = "b", num_clips: int = 1, seed: int = 0) -> None:
         if "," in variant or "=" in variant:  # a registry spec such as "fastvqa:faster,clips=4"
@@ -218,15 +221,22 @@ class FastVQA(DeepExtractor):
     def build_model(self) -> nn.Module:
         return FastVQANet()
 
-    def fragments(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, T, H, W, 3)`` uint8 → normalised fragment clips ``(B, 3, T, 224, 224)`` float32."""
+    def fragments(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> torch.Tensor:
+        """``(B, T, H, W, 3)`` uint8 → normalised fragment clips ``(B, 3, T, 224, 224)`` float32;
+        row ``i`` is cut with step ``steps[i]``'s offsets (all step 0 when ``steps`` is None)."""
         b, t, h, w, _ = frames.shape
-        index = fragment_index(self.seed, h, w, t, self.spec.aligned)
         source = upscale(frames)
-        f, r, c = (torch.from_numpy(np.ascontiguousarray(i)).to(frames.device) for i in index)
-        mosaic = source[:, f, r, c].float()  # (B, T, 224, 224, 3)
+        mosaics = []
+        for i, step in enumerate([0] * b if steps is None else steps):
+            index = fragment_index(self.seed, h, w, t, self.spec.aligned, int(step))
+            f, r, c = (torch.from_numpy(np.ascontiguousarray(a)).to(frames.device) for a in index)
+            mosaics.append(source[i, f, r, c])  # (T, 224, 224, 3)
+        mosaic = torch.stack(mosaics).float()
         return normalize(mosaic.permute(0, 1, 4, 2, 3), MEAN, STD).permute(0, 2, 1, 3, 4)
 
-    def embed(self, frames: torch.Tensor) -> torch.Tensor:
-        pooled, quality = self.model(self.fragments(frames), self.spec.window)
+    def embed(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> torch.Tensor:
+        pooled, quality = self.model(self.fragments(frames, steps), self.spec.window)
         return torch.cat([pooled.float(), quality.float()[:, None]], dim=1)
+
+    def forward_item(self, batch: np.ndarray, steps: np.ndarray, text: str | None) -> np.ndarray:
+        return self.on_device(batch, lambda frames: self.embed(frames, steps))

@@ -166,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  featbank weights list\n"
                "  featbank weights import ~/Downloads/SLOWFAST_8x8_R50.pyth --weights-dir ~/weights\n"
+               "  featbank weights import ~/snapshots/one-align   # a snapshot folder (qalign): copied whole\n"
                "  featbank weights verify --extractor slowfast,timm:convnext_base --load")
     p.add_argument("action", choices=["list", "verify", "import"])
-    p.add_argument("path", nargs="?", type=Path, help="with `import`: the checkpoint file to import")
+    p.add_argument("path", nargs="?", type=Path, help="with `import`: the checkpoint file (or snapshot folder) to import")
     p.add_argument("--extractor", type=_csv, default=None,
                    help="extractors to consider (default: every registered one with weights; "
                         "timm backbones must be named, e.g. timm:convnext_base)")

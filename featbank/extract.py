@@ -49,12 +49,9 @@ class StepRunner:
         index = [s for s, _ in self._pending]
         try:
             batch = np.stack([d for _, d in self._pending])
-            if self.extractor.text_column is None:
-                out = np.asarray(self.extractor.forward(batch))
-            else:
-                out = np.asarray(self.extractor.forward_text(batch, self.text or ""))
+            out = np.asarray(self.extractor.forward_item(batch, np.asarray(index), self.text))
             if out.shape != (len(index), self.extractor.step_dim):
-                raise ValueError(f"forward returned shape {out.shape}, "
+                raise ValueError(f"forward_item returned shape {out.shape}, "
                                  f"expected {(len(index), self.extractor.step_dim)}")
             self.steps[index] = out
         except Exception as exc:  # an extractor bug must fail this row, not the whole run

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,8 @@ class WeightsSpec:
     ``sha256`` is ``None`` when the upstream publishes no checksum (see the module docstring).
     ``hf_repo``/``hf_filename`` name the file inside a Hugging Face cache snapshot, when the
     upstream distributes it there, so a cache filled elsewhere is found without copying.
+    ``tool_cache`` is the folder (``~`` allowed) the upstream's own loader downloads into, for
+    the same reason (OpenAI's ``clip.load`` keeps ``ViT-B-32.pt`` in ``~/.cache/clip``).
     """
 
     filename: str
@@ -44,6 +46,7 @@ class WeightsSpec:
     non_commercial: bool = False
     hf_repo: str | None = None
     hf_filename: str | None = None
+    tool_cache: str | None = None
 
     def describe(self) -> str:
         pin = self.sha256 or "not published upstream (pinned on `featbank weights import`)"
@@ -105,6 +108,8 @@ def candidates(spec: WeightsSpec, directory: Path | None) -> Iterator[Path]:
     if directory is not None:
         yield directory / spec.filename
     yield _torch_hub_dir() / spec.filename
+    if spec.tool_cache:
+        yield Path(spec.tool_cache).expanduser() / spec.filename
     if spec.hf_repo:
         snapshots = _hf_hub_dir() / f"models--{spec.hf_repo.replace('/', '--')}" / "snapshots"
         if snapshots.is_dir():
@@ -151,25 +156,34 @@ def resolve(spec: WeightsSpec, policy: WeightsPolicy | Path | None) -> ResolvedW
     return ResolvedWeights(found, actual, pinned_by)
 
 
+def is_snapshot(spec: WeightsSpec) -> bool:
+    """Whether the checkpoint is a folder (a Hugging Face snapshot), named by its key file inside it."""
+    return Path(spec.filename).parent != Path(".")
+
+
 def import_weights(source: Path, spec: WeightsSpec, directory: Path) -> ResolvedWeights:
     """Copy a checkpoint into the weights directory under its expected name and pin it.
 
-    A file whose upstream checksum is known must match it; an unpinned one is pinned now, so a
-    later replacement of the file (a re-download of a different release) is caught.
+    ``source`` is the file, or for a snapshot checkpoint (:func:`is_snapshot`) the folder that holds
+    its key file; the whole folder is copied and the key file is what gets pinned. A file whose
+    upstream checksum is known must match it; an unpinned one is pinned now, so a later replacement
+    of the file (a re-download of a different release) is caught. The copy lands under a
+    ``.partial`` name and is renamed into place, so an interrupted import leaves nothing half-copied
+    under the expected name.
     """
-    if not source.is_file():
-        raise WeightsMissingError(f"{source} does not exist")
-    actual = sha256_of(source)
+    key_file = source / Path(spec.filename).name if source.is_dir() and is_snapshot(spec) else source
+    if not key_file.is_file():
+        raise WeightsMissingError(f"{key_file} does not exist")
+    actual = sha256_of(key_file)
     expected, pinned_by = expected_sha256(spec, directory)
     if expected is not None and actual != expected:
-        raise WeightsMissingError(f"{source} has sha256 {actual}, but {spec.filename} must have "
+        raise WeightsMissingError(f"{key_file} has sha256 {actual}, but {spec.filename} must have "
                                   f"{expected} ({pinned_by}); it is not the file featbank expects")
     target = directory / spec.filename
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.resolve() != target.resolve():
-        partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(source, partial)
-        partial.replace(target)
+    if key_file is source:
+        _copy_into_place(source, target, shutil.copyfile)
+    else:
+        _copy_into_place(source, target.parent, shutil.copytree)
     if spec.sha256 is None:
         lock = read_lock(directory)
         lock[spec.filename] = actual
@@ -177,3 +191,21 @@ def import_weights(source: Path, spec: WeightsSpec, directory: Path) -> Resolved
         partial_lock.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
         partial_lock.replace(directory / LOCK_NAME)
     return ResolvedWeights(target, actual, "upstream" if spec.sha256 else "lock")
+
+
+def _copy_into_place(source: Path, target: Path, copy: Callable[[Path, Path], object]) -> None:
+    """``copy`` to ``target.partial``, then swap it in for ``target`` (a file or a folder)."""
+    if source.resolve() == target.resolve():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial, old = (target.with_name(target.name + suffix) for suffix in (".partial", ".replaced"))
+    for leftover in (partial, old):  # from an interrupted import
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+    copy(source, partial)
+    if target.is_dir():
+        target.replace(old)
+        partial.replace(target)
+        shutil.rmtree(old)
+    else:
+        partial.replace(target)

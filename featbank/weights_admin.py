@@ -13,14 +13,21 @@ from tabulate import tabulate
 import extractors
 from extractors.base import Extractor
 from featbank.errors import FeatbankError
-from featbank.weights import WeightsPolicy, candidates, expected_sha256, import_weights, resolve
+from featbank.weights import (WeightsPolicy, WeightsSpec, candidates, expected_sha256, import_weights,
+                              is_snapshot, resolve)
+
+
+def _with_weight_variants(names: list[str]) -> list[str]:
+    """Each registered name followed by its variants that read another checkpoint."""
+    return [spec for name in names for spec in (name, *extractors.REGISTRY[name].weight_variants)]
 
 
 def weighted_extractors(specs: list[str] | None) -> tuple[list[tuple[str, Extractor]], list[str]]:
-    """The named extractors (default: every registered one) that need weights, and notes on those
-    that cannot be listed without an argument (``timm`` needs a model name)."""
+    """The named extractors (default: every registered one, and its variants that read another
+    checkpoint) that need weights, and notes on those that cannot be listed without an argument
+    (``timm`` needs a model name)."""
     chosen, notes = [], []
-    for spec in specs or extractors.available():
+    for spec in specs or _with_weight_variants(extractors.available()):
         try:
             ex = extractors.create(spec)
         except (FeatbankError, TypeError) as exc:
@@ -69,15 +76,25 @@ def verify_weights(specs: list[str] | None, directory: Path | None, load: bool =
     return "\n".join(lines + notes), ok
 
 
+def belongs(source: Path, spec: WeightsSpec) -> bool:
+    """Whether ``source`` looks like ``spec``'s checkpoint: the same file name, or a folder holding
+    a snapshot's key file."""
+    name = Path(spec.filename).name
+    if source.is_dir():
+        return is_snapshot(spec) and (source / name).is_file()
+    return source.name == name
+
+
 def import_checkpoint(source: Path, specs: list[str] | None, directory: Path | None) -> str:
     """Copy ``source`` into the weights directory as the file an extractor expects, and pin it.
 
-    Without ``--extractor`` the file is matched by name against every declared checkpoint.
+    Without ``--extractor`` a file is matched by name against every declared checkpoint, and a
+    folder against the snapshot checkpoints whose key file it holds.
     """
     if directory is None:
         raise FeatbankError("importing needs a weights directory: --weights-dir or $FEATBANK_WEIGHTS")
     chosen, _ = weighted_extractors(specs)
-    matches = chosen if specs else [(s, e) for s, e in chosen if Path(e.weights.filename).name == source.name]
+    matches = chosen if specs else [(s, e) for s, e in chosen if belongs(source, e.weights)]
     if len(matches) != 1:
         known = ", ".join(f"{s} ({e.weights.filename})" for s, e in chosen)
         raise FeatbankError(f"cannot tell which extractor {source.name} belongs to; name it with "

@@ -15,6 +15,20 @@ from featbank.sampling import Clips, KeyFrames
 REALDATA = Path(os.environ.get("FEATBANK_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 
 
+@pytest.fixture(autouse=True)
+def no_user_weights(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test looks for checkpoints only where it puts them: a real file in this machine's
+    weights directory, torch-hub, Hugging Face or CLIP cache would turn a missing-weights test into
+    a load. The caches point into the test's ``tmp_path`` (``torch/``, ``hf/``); ``$HOME`` (for
+    ``~/.cache/clip``) into a fresh directory beside it, so ``tmp_path`` holds only what a test writes."""
+    monkeypatch.delenv("FEATBANK_WEIGHTS", raising=False)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     if not REALDATA.is_dir():

@@ -145,9 +145,7 @@ def test_help_teaches_the_workflow(capsys):
     assert "typical session" in out and "exit codes" in out
 
 
-def test_deep_extractor_without_its_checkpoint_exits_4_naming_file_and_source(track, tmp_path, capsys,
-                                                                               monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+def test_deep_extractor_without_its_checkpoint_exits_4_naming_file_and_source(track, tmp_path, capsys):
     code = main(["extract", "--manifest", str(track / "manifest.csv"), "--extractor", "slowfast",
                  "--bank", str(tmp_path / "b.zarr"), "--weights-dir", str(tmp_path), "--workers", "0"])
     err = capsys.readouterr().err

@@ -59,7 +59,7 @@ def ready(spec: str) -> OpenAIClip:
 
 
 def run(ex: OpenAIClip, batch: np.ndarray, prompt: str = "a red car on a wet road") -> np.ndarray:
-    return ex.forward_text(batch, prompt) if ex.text_column else ex.forward(batch)
+    return ex.forward_item(batch, np.arange(len(batch)), prompt if ex.text_column else None)
 
 
 def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -304,20 +304,21 @@ def test_clip_embedding_is_a_unit_vector_of_the_preprocessed_frame(tiny):
 def test_clip_prompt_is_image_embedding_prompt_embedding_and_their_cosine(tiny):
     plain, prompt = ready("clip"), ready("clip:prompt")  # same seeded random weights
     batch = frames(406, 720)
-    with pytest.raises(TypeError, match="forward_text"):
+    steps = np.arange(len(batch))
+    with pytest.raises(TypeError, match="forward_item"):
         prompt.forward(batch)
     with pytest.raises(ValueError, match="prompt is empty"):
-        prompt.forward_text(batch, "  ")
-    out = prompt.forward_text(batch, "a red car on a wet road")
+        prompt.forward_item(batch, steps, "  ")
+    out = prompt.forward_item(batch, steps, "a red car on a wet road")
     image, text, cosine = out[:, :512], out[:, 512:1024], out[:, 1024]
     np.testing.assert_allclose(image, plain.forward(batch), atol=1e-6)
     assert (text == text[0]).all()
     np.testing.assert_allclose(np.linalg.norm(text[0]), 1.0, atol=1e-5)
     np.testing.assert_allclose(cosine, image @ text[0], atol=1e-5)
-    other = prompt.forward_text(batch, "a red car on a wet road at night")[:, 512:1024]
+    other = prompt.forward_item(batch, steps, "a red car on a wet road at night")[:, 512:1024]
     assert not np.allclose(other, text)
     long_prompt = " ".join(["a very long prompt about a cat"] * 40)  # far beyond 77 tokens: truncated
-    assert np.isfinite(prompt.forward_text(batch, long_prompt)).all()
+    assert np.isfinite(prompt.forward_item(batch, steps, long_prompt)).all()
 
 
 def test_liqe_marginals_and_score_follow_from_the_joint_logits(tiny):

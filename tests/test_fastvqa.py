@@ -1,7 +1,7 @@
 """FAST-VQA-B / FasterVQA: official key layout, strict loading, sampling, fragments, features.
 
 A full forward is one 32x224x224 Video Swin-T clip (a few seconds on CPU), so the forward-pass
-tests share two extractors built once per module and run five clips in all.
+tests share two extractors built once per module and run eight clips in all.
 """
 
 from __future__ import annotations
@@ -66,6 +66,21 @@ def test_fastervqa_checkpoint_is_its_own_file():
         ex.setup("cpu", WeightsPolicy(directory=Path("/nonexistent")))
 
 
+def test_weights_commands_find_the_fastervqa_file_by_name(tmp_path, capsys):
+    from featbank.cli import main
+
+    download = tmp_path / "downloads" / "FAST_VQA_3D_1_1.pth"
+    download.parent.mkdir()
+    torch.save({"state_dict": checkpoint_like("fastervqa", 0.02)}, download)
+    weights = ["--weights-dir", str(tmp_path / "weights")]
+    assert main(["weights", "import", str(download), *weights]) == 0  # no --extractor needed
+    assert "for fastvqa:faster" in capsys.readouterr().out
+    assert main(["weights", "verify", "--load", *weights]) == 4  # the other checkpoints are missing
+    report = capsys.readouterr().out
+    assert "OK       fastvqa:faster" in report and "loads strictly" in report
+    assert "PROBLEM  fastvqa: FAST_VQA_B_1_4.pth was not found" in report
+
+
 @pytest.mark.parametrize("corrupt", ["rename", "reshape"])
 def test_corrupted_checkpoint_names_the_offending_key(corrupt):
     ex = fv.FastVQA()
@@ -124,6 +139,16 @@ def test_offsets_are_a_pure_function_of_seed_and_size():
     assert not np.array_equal(a[0], fv.fragment_offsets(1, 1080, 1920, 4)[0])
     # 1080 // 7 = 154: shifts lie in [0, 154 - 32); 1920 // 7 = 274: [0, 242)
     assert a[0].min() >= 0 and a[0].max() < 122 and a[1].max() < 242 and a[0].shape == (7, 7, 4)
+    assert not np.array_equal(a[0], fv.fragment_offsets(0, 1080, 1920, 4, step=1)[0])
+
+
+def test_each_step_of_a_video_cuts_its_own_fragments():
+    still = torch.from_numpy(np.repeat(moving_frames(1, 480, 640), 32, axis=0))[None].expand(3, -1, -1, -1, -1)
+    ex = fv.FastVQA("b")
+    mosaics = ex.fragments(still, steps=[0, 1, 0])
+    assert torch.equal(mosaics[0], mosaics[2]) and not torch.equal(mosaics[0], mosaics[1])
+    assert torch.equal(ex.fragments(still[:1])[0], mosaics[0])  # no steps given: step 0's draw
+    assert torch.equal(ex.fragments(still[:1], steps=[1])[0], mosaics[1])  # a row's draw ignores its batch
 
 
 def test_mosaic_pixel_comes_from_its_cell_at_the_drawn_offset():
@@ -191,6 +216,13 @@ def test_features_are_finite_float32_and_deterministic_across_setups_and_batches
     again.setup("cpu", WeightsPolicy(random=True))
     np.testing.assert_allclose(again.forward(steps[1:]), both[1:], rtol=1e-5, atol=1e-6)
     assert random_b.feature_names()[-1] == "quality"
+
+
+def test_forward_item_runs_each_row_at_its_steps_offsets(random_b):
+    clip = moving_frames(32, 48, 64, seed=2)
+    out = random_b.forward_item(np.stack([clip, clip]), np.array([0, 3]), None)
+    np.testing.assert_allclose(out[0], random_b.forward(clip[None])[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out[0], out[1])  # same frames, another step: other fragments
 
 
 @pytest.mark.realdata

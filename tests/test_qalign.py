@@ -47,13 +47,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BOS = 1
 
 
-@pytest.fixture(autouse=True)
-def no_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep a real torch-hub or Hugging Face cache on this machine out of the weights lookup."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-
-
 def write_snapshot(folder: Path, params: dict[str, list[int]], shards: int = 2) -> Path:
     """A snapshot with the official container layout: an index and safetensors shards whose headers
     declare every tensor (dtype and shape); the data itself is left out, as the check reads headers only."""
@@ -265,3 +258,31 @@ def test_a_wrong_snapshot_fails_before_transformers_is_needed(tmp_path: Path) ->
 def test_random_weights_are_refused_with_the_reason() -> None:
     with pytest.raises(FeatbankError, match="no random-weights mode"):
         QAlign().setup("cpu", WeightsPolicy(random=True))
+
+
+def test_a_snapshot_folder_imports_whole_and_its_index_is_pinned(tmp_path: Path, capsys) -> None:
+    from featbank.cli import main
+
+    weights = tmp_path / "weights"
+    params = load_manifest(MANIFEST)["params"]
+    download = write_snapshot(tmp_path / "downloads" / "one-align", params).parent
+    (download / "tokenizer.model").write_bytes(b"tokenizer")  # the rest of a snapshot comes along
+    (weights / "one-align.partial").mkdir(parents=True)  # left by an interrupted import
+    assert main(["weights", "import", str(download), "--weights-dir", str(weights)]) == 0
+    assert "for qalign" in capsys.readouterr().out
+    copied = weights / "one-align"
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in download.iterdir())
+    assert not (weights / "one-align.partial").exists()
+    lock = json.loads((weights / "featbank-weights.lock.json").read_text())
+    assert set(lock) == {"one-align/model.safetensors.index.json"}
+    assert main(["weights", "verify", "--load", "--extractor", "qalign", "--weights-dir", str(weights)]) == 0
+    (copied / "stale.json").write_text("{}")
+    assert main(["weights", "import", str(download), "--weights-dir", str(weights)]) == 0  # again: replaced whole
+    assert not (copied / "stale.json").exists() and not (weights / "one-align.replaced").exists()
+
+    other = dict(params)
+    other.pop("lm_head.weight")
+    changed = write_snapshot(tmp_path / "another" / "one-align", other).parent
+    assert main(["weights", "import", str(changed), "--weights-dir", str(weights)]) == 4
+    assert "not the file featbank expects" in capsys.readouterr().err
+    assert (copied / "tokenizer.model").read_bytes() == b"tokenizer"  # the refused import touched nothing

@@ -78,8 +78,7 @@ def test_architecture_matches_pytorchvideo_slowfast_r50_manifest(ex):
     assert shape_differences(ex.model, "slowfast_r50") == []
 
 
-def test_model_zoo_checkpoint_loads_strictly_through_setup(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+def test_model_zoo_checkpoint_loads_strictly_through_setup(tmp_path):
     write_checkpoint(tmp_path, checkpoint_like("slowfast_r50", fill=0.25))
     loaded = SlowFast()
     loaded.setup("cpu", WeightsPolicy(directory=tmp_path))
@@ -91,8 +90,7 @@ def test_model_zoo_checkpoint_loads_strictly_through_setup(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("corruption", ["rename", "reshape"])
-def test_corrupted_checkpoint_fails_naming_the_key(tmp_path, monkeypatch, corruption):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+def test_corrupted_checkpoint_fails_naming_the_key(tmp_path, corruption):
     state = checkpoint_like("slowfast_r50")
     key = "blocks.2.multipathway_fusion.conv_fast_to_slow.weight"  # the (7, 1, 1) lateral kernel
     if corruption == "rename":
@@ -104,8 +102,7 @@ def test_corrupted_checkpoint_fails_naming_the_key(tmp_path, monkeypatch, corrup
         SlowFast().setup("cpu", WeightsPolicy(directory=tmp_path))
 
 
-def test_missing_checkpoint_says_where_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+def test_missing_checkpoint_says_where_to_get_it(tmp_path):
     with pytest.raises(WeightsMissingError, match="SLOWFAST_8x8_R50.pyth.*dl.fbaipublicfiles.com"):
         SlowFast().setup("cpu", WeightsPolicy(directory=tmp_path))
 

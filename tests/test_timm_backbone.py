@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 import extractors
-from extractors.timm_backbone import IMAGENET_MEAN, IMAGENET_STD, TimmBackbone
+from extractors.timm_backbone import TimmBackbone
 from featbank.bank import OK, FeatureBank
 from featbank.errors import FeatbankError, WeightsMissingError
 from featbank.hashing import file_digest
@@ -28,14 +28,6 @@ from tests.keymanifest import checkpoint_like, load_manifest, shape_differences
 MANIFESTS = {"resnet50": "timm_resnet50", "convnext_tiny": "timm_convnext_tiny",
              "swin_tiny_patch4_window7_224": "timm_swin_tiny_patch4_window7_224"}
 RANDOM = WeightsPolicy(random=True)
-
-
-@pytest.fixture
-def no_caches(tmp_path: Path, monkeypatch) -> Path:
-    """Point the torch-hub and Hugging Face caches into the test's own directory."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    return tmp_path
 
 
 def frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -95,21 +87,21 @@ def test_architecture_matches_the_official_key_manifest(arch):
     assert shape_differences(ex.build_model(), MANIFESTS[arch]) == []
 
 
-def test_checkpoint_in_the_weights_directory_loads_strictly(no_caches):
+def test_checkpoint_in_the_weights_directory_loads_strictly(tmp_path):
     ex = extractors.create("timm:swin_tiny_patch4_window7_224")
-    path = no_caches / "weights" / ex.weights.filename
+    path = tmp_path / "weights" / ex.weights.filename
     path.parent.mkdir(parents=True)
     save_file(checkpoint_like(MANIFESTS["swin_tiny_patch4_window7_224"], fill=0.25), str(path))
-    ex.setup("cpu", WeightsPolicy(directory=no_caches / "weights"))
+    ex.setup("cpu", WeightsPolicy(directory=tmp_path / "weights"))
     assert ex.resolved_weights.path == path and ex.resolved_weights.pinned_by == "unpinned"
     assert torch.all(ex.model.patch_embed.proj.weight == 0.25)
     assert torch.all(ex.model.head.fc.weight == 0.25)  # the classifier is part of the checkpoint
     assert ex.weights_provenance()["random"] is False
 
 
-def test_checkpoint_in_a_hugging_face_cache_snapshot_is_found(no_caches):
+def test_checkpoint_in_a_hugging_face_cache_snapshot_is_found(tmp_path):
     ex = extractors.create("timm:resnet50")
-    snapshot = no_caches / "hf" / "models--timm--resnet50.a1_in1k" / "snapshots" / "0123abc"
+    snapshot = tmp_path / "hf" / "models--timm--resnet50.a1_in1k" / "snapshots" / "0123abc"
     snapshot.mkdir(parents=True)
     save_file(checkpoint_like(MANIFESTS["resnet50"], fill=0.5), str(snapshot / "model.safetensors"))
     ex.setup("cpu", WeightsPolicy())
@@ -118,7 +110,7 @@ def test_checkpoint_in_a_hugging_face_cache_snapshot_is_found(no_caches):
 
 
 @pytest.mark.parametrize("corrupt", ["rename", "reshape"])
-def test_a_checkpoint_of_another_structure_fails_naming_the_key(no_caches, corrupt):
+def test_a_checkpoint_of_another_structure_fails_naming_the_key(tmp_path, corrupt):
     ex = extractors.create("timm:convnext_tiny")
     state = checkpoint_like(MANIFESTS["convnext_tiny"])
     key = "stages.2.blocks.4.mlp.fc1.weight"
@@ -126,16 +118,16 @@ def test_a_checkpoint_of_another_structure_fails_naming_the_key(no_caches, corru
         state["stages.2.blocks.4.mlp.fc_1.weight"] = state.pop(key)
     else:
         state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
-    path = no_caches / ex.weights.filename
+    path = tmp_path / ex.weights.filename
     path.parent.mkdir(parents=True)
     save_file(state, str(path))
     with pytest.raises(WeightsMissingError, match=key.replace(".", r"\.")):
-        ex.setup("cpu", WeightsPolicy(directory=no_caches))
+        ex.setup("cpu", WeightsPolicy(directory=tmp_path))
 
 
-def test_missing_checkpoint_says_where_to_get_it(no_caches):
+def test_missing_checkpoint_says_where_to_get_it(tmp_path):
     with pytest.raises(WeightsMissingError, match="huggingface.co/timm/resnet50.a1_in1k"):
-        extractors.create("timm:resnet50").setup("cpu", WeightsPolicy(directory=no_caches))
+        extractors.create("timm:resnet50").setup("cpu", WeightsPolicy(directory=tmp_path))
 
 
 # --- Preprocessing --------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from featbank.cli import main
 from featbank.features import lookup_rows
 from featbank.manifest import load_manifest
 from featbank.errors import BankError, ManifestError, WeightsMissingError
+from featbank.extract import extract_item
 from featbank.orchestrate import extract_manifest
-from featbank.weights import (LOCK_NAME, WeightsPolicy, WeightsSpec, import_weights, resolve,
+from featbank.weights import (LOCK_NAME, WeightsPolicy, WeightsSpec, candidates, import_weights, resolve,
                               sha256_of)
 from featbank.sampling import KeyFrames
 
@@ -52,7 +53,7 @@ class TinyNet(DeepExtractor):
 
 
 class PromptReader(TinyNet):
-    """Reads the manifest's prompt: its features are the prompt's length, repeated."""
+    """Reads what ``forward_item`` is given: features are the prompt's length and the step index."""
 
     name = "test-prompt"
     weights = None
@@ -61,8 +62,10 @@ class PromptReader(TinyNet):
     def load_weights(self, path: Path | None) -> None:
         raise AssertionError("needs no weights")
 
-    def forward_text(self, batch: np.ndarray, text: str) -> np.ndarray:
-        return np.full((batch.shape[0], 4), len(text), dtype=np.float32)
+    def forward_item(self, batch: np.ndarray, steps: np.ndarray, text: str | None) -> np.ndarray:
+        out = np.full((batch.shape[0], 4), len(text or ""), dtype=np.float32)
+        out[:, 1] = steps
+        return out
 
 
 for _cls in (TinyNet, PromptReader):
@@ -80,8 +83,8 @@ def save_tiny(path: Path, fill: float = 0.5, rename: str | None = None) -> Path:
 
 @pytest.fixture
 def weights_home(tmp_path, monkeypatch) -> Path:
-    """An empty weights dir; torch-hub and HF caches pointed inside tmp so the user's never leak in."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    """An empty weights dir, and the Hugging Face cache found through ``$HF_HOME`` (conftest points
+    ``$HF_HUB_CACHE`` elsewhere, and that variable wins)."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     d = tmp_path / "weights"
@@ -117,6 +120,17 @@ def test_torch_hub_and_hugging_face_caches_are_searched(weights_home, tmp_path):
     snap.write_bytes(b"b")
     spec = WeightsSpec("net.safetensors", None, "s", "MIT", hf_repo="org/net", hf_filename="model.safetensors")
     assert resolve(spec, weights_home).path == snap
+
+
+def test_a_file_in_the_upstream_tools_own_cache_is_found(weights_home):
+    spec = WeightsSpec("net.pt", None, "s", "MIT", tool_cache="~/.cache/sometool")
+    with pytest.raises(WeightsMissingError, match=".cache/sometool/net.pt"):  # named among the places searched
+        resolve(spec, WeightsPolicy(weights_home))
+    cached = Path.home() / ".cache" / "sometool" / "net.pt"  # conftest's $HOME: never the real one
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    assert resolve(spec, WeightsPolicy(weights_home)).path == cached
+    assert Path.home() / ".cache" / "clip" / "ViT-B-32.pt" in candidates(extractors.create("clip").weights, None)
 
 
 def test_non_commercial_weights_need_the_explicit_opt_in(weights_home):
@@ -206,6 +220,14 @@ def test_text_reading_extractors_get_each_items_prompt(clips, tmp_path):
     rows = lookup_rows(bank, load_manifest(clips))
     pooled, _ = bank.pooled(bank.keys_for("test-prompt")[0], rows)
     assert pooled[:, 0].tolist() == [len("a cat"), len("a dog on a boat")]
+
+
+def test_extraction_tells_each_batch_which_steps_it_holds(clips):
+    reader = extractors.create("test-prompt")
+    path = clips.parent / pd.read_csv(clips)["path"][0]
+    _, results = extract_item(path, [reader], {"prompt": "a cat"})
+    steps = results[reader.key].steps  # 2 s at 10 fps: two key frames
+    assert steps[:, 1].tolist() == [0, 1] and steps[:, 0].tolist() == [len("a cat")] * 2
 
 
 def test_text_column_missing_or_contradictory_is_a_manifest_error(clips, tmp_path):
