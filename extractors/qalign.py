@@ -400,7 +400,7 @@ class QAlign(DeepExtractor):
         source=(f"https://huggingface.co/{HF_REPO} (the whole snapshot folder, saved as '{SNAPSHOT_DIR}/' in the "
                 f"weights directory: config, modelling code, tokenizer, image processor, safetensors shards)"),
         license="MIT (model card); derived from LLaMA-2-7B, so the Llama 2 Community License applies too",
-        hf_repo=HF_REPO, hf_filename=INDEX_NAME)
+        hf_repo=HF_REPO, hf_filename=INDEX_NAME, snapshot=True)
     architecture: ClassVar[OneAlignArchitecture] = ONE_ALIGN
     autocast = False  # weights load at the run's precision or quantised; the official scorer has no autocast
 

@@ -37,6 +37,9 @@ class WeightsSpec:
     upstream distributes it there, so a cache filled elsewhere is found without copying.
     ``tool_cache`` is the folder (``~`` allowed) the upstream's own loader downloads into, for
     the same reason (OpenAI's ``clip.load`` keeps ``ViT-B-32.pt`` in ``~/.cache/clip``).
+    ``snapshot`` says the checkpoint is the whole folder holding ``filename`` (a Hugging Face
+    snapshot: config, code, tokenizer, shards), which ``featbank weights import`` copies whole;
+    ``filename`` is its key file, the one that is checksummed.
     """
 
     filename: str
@@ -47,6 +50,7 @@ class WeightsSpec:
     hf_repo: str | None = None
     hf_filename: str | None = None
     tool_cache: str | None = None
+    snapshot: bool = False
 
     def describe(self) -> str:
         pin = self.sha256 or "not published upstream (pinned on `featbank weights import`)"
@@ -156,22 +160,19 @@ def resolve(spec: WeightsSpec, policy: WeightsPolicy | Path | None) -> ResolvedW
     return ResolvedWeights(found, actual, pinned_by)
 
 
-def is_snapshot(spec: WeightsSpec) -> bool:
-    """Whether the checkpoint is a folder (a Hugging Face snapshot), named by its key file inside it."""
-    return Path(spec.filename).parent != Path(".")
-
-
 def import_weights(source: Path, spec: WeightsSpec, directory: Path) -> ResolvedWeights:
     """Copy a checkpoint into the weights directory under its expected name and pin it.
 
-    ``source`` is the file, or for a snapshot checkpoint (:func:`is_snapshot`) the folder that holds
+    ``source`` is the file, or for a snapshot checkpoint (``spec.snapshot``) the folder that holds
     its key file; the whole folder is copied and the key file is what gets pinned. A file whose
     upstream checksum is known must match it; an unpinned one is pinned now, so a later replacement
     of the file (a re-download of a different release) is caught. The copy lands under a
     ``.partial`` name and is renamed into place, so an interrupted import leaves nothing half-copied
     under the expected name.
     """
-    key_file = source / Path(spec.filename).name if source.is_dir() and is_snapshot(spec) else source
+    if source.is_dir() and not spec.snapshot:
+        raise WeightsMissingError(f"{source} is a folder, but {spec.filename} is one file: import the file itself")
+    key_file = source / Path(spec.filename).name if source.is_dir() else source
     if not key_file.is_file():
         raise WeightsMissingError(f"{key_file} does not exist")
     actual = sha256_of(key_file)

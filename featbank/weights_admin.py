@@ -13,8 +13,7 @@ from tabulate import tabulate
 import extractors
 from extractors.base import Extractor
 from featbank.errors import FeatbankError
-from featbank.weights import (WeightsPolicy, WeightsSpec, candidates, expected_sha256, import_weights,
-                              is_snapshot, resolve)
+from featbank.weights import WeightsPolicy, WeightsSpec, candidates, expected_sha256, import_weights, resolve
 
 
 def _with_weight_variants(names: list[str]) -> list[str]:
@@ -81,7 +80,7 @@ def belongs(source: Path, spec: WeightsSpec) -> bool:
     a snapshot's key file."""
     name = Path(spec.filename).name
     if source.is_dir():
-        return is_snapshot(spec) and (source / name).is_file()
+        return spec.snapshot and (source / name).is_file()
     return source.name == name
 
 

@@ -152,6 +152,8 @@ def test_import_pins_an_unpinned_file_and_a_later_swap_is_caught(weights_home, t
         resolve(UNPINNED, weights_home)
     with pytest.raises(WeightsMissingError, match="not the file featbank expects"):
         import_weights(save_tiny(tmp_path / "other.pt", fill=0.75), UNPINNED, weights_home)
+    with pytest.raises(WeightsMissingError, match="is a folder"):  # only snapshot checkpoints are folders
+        import_weights(src.parent, UNPINNED, weights_home)
 
 
 def test_setup_loads_strictly_and_a_renamed_key_is_refused_by_name(weights_home):
