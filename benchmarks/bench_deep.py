@@ -49,7 +49,7 @@ def decoded_batches(paths: list[Path], ex) -> list[tuple[np.ndarray, np.ndarray]
 
 
 def run_model(ex, batches: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    text = texts_for(ex).get(ex.text_column or "")
+    text = PROMPT if ex.text_column else None
     return np.concatenate([ex.forward_item(frames, steps, text) for frames, steps in batches])
 
 

@@ -149,7 +149,10 @@ def upscaled_size(height: int, width: int) -> tuple[int, int]:
 
 def fragment_index(seed: int, height: int, width: int, frames: int, aligned: int,
                    step: int = 0) -> tuple[np.ndarray, ...]:
-    """Source (frame, row, column) of every pixel of step ``step``'s ``(frames, 224, 224)`` mosaic."""
+    """Source (frame, row, column) of every pixel of step ``step``'s mosaic, as index arrays that
+    broadcast to ``(frames, 7, 32, 7, 32)`` (cell row, pixel row, cell column, pixel column), which
+    reshapes to ``(frames, 224, 224)``. They stay unbroadcast, 32x smaller, because every clip
+    builds its own and moves them to the device."""
     if frames % aligned:
         raise ValueError(f"{frames} frames do not split into chunks of {aligned} (the official assert)")
     chunks = frames // aligned
@@ -160,10 +163,8 @@ def fragment_index(seed: int, height: int, width: int, frames: int, aligned: int
     # rows[c, i, a, j] and cols[c, i, j, b] for chunk c, cell (i, j), pixel (a, b) of the patch
     rows = tops[None, :, None, None] + dh.transpose(2, 0, 1)[:, :, None, :] + inner[None, None, :, None]
     cols = lefts[None, None, :, None] + dw.transpose(2, 0, 1)[..., None] + inner[None, None, None, :]
-    rows = np.broadcast_to(rows[..., None], (chunks, GRID, PATCH, GRID, PATCH)).reshape(chunks, SIZE, SIZE)
-    cols = np.broadcast_to(cols[:, :, None], (chunks, GRID, PATCH, GRID, PATCH)).reshape(chunks, SIZE, SIZE)
     chunk = np.arange(frames) // aligned
-    return np.arange(frames)[:, None, None], rows[chunk], cols[chunk]
+    return (np.arange(frames)[:, None, None, None, None], rows[chunk][..., None], cols[chunk][:, :, None])
 
 
 def upscale(frames: torch.Tensor) -> torch.Tensor:
@@ -230,7 +231,7 @@ class FastVQA(DeepExtractor):
         for i, step in enumerate([0] * b if steps is None else steps):
             index = fragment_index(self.seed, h, w, t, self.spec.aligned, int(step))
             f, r, c = (torch.from_numpy(np.ascontiguousarray(a)).to(frames.device) for a in index)
-            mosaics.append(source[i, f, r, c])  # (T, 224, 224, 3)
+            mosaics.append(source[i, f, r, c].reshape(t, SIZE, SIZE, 3))
         mosaic = torch.stack(mosaics).float()
         return normalize(mosaic.permute(0, 1, 4, 2, 3), MEAN, STD).permute(0, 2, 1, 3, 4)
 
