@@ -101,7 +101,7 @@ def test_checkpoint_in_the_weights_directory_loads_strictly(tmp_path):
 
 def test_checkpoint_in_a_hugging_face_cache_snapshot_is_found(tmp_path):
     ex = extractors.create("timm:resnet50")
-    snapshot = tmp_path / "hf" / "models--timm--resnet50.a1_in1k" / "snapshots" / "0123abc"
+    snapshot = tmp_path / "hf" / "models--timm--resnet50.a1_in1k" / "snapshots" / "0123abc"  # conftest: $HF_HUB_CACHE
     snapshot.mkdir(parents=True)
     save_file(checkpoint_like(MANIFESTS["resnet50"], fill=0.5), str(snapshot / "model.safetensors"))
     ex.setup("cpu", WeightsPolicy())
