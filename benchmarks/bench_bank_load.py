@@ -6,7 +6,7 @@ for, 40,000 items × 4,096 dims of float32 (655 MB). The common layout outside f
 ways over the same random matrix, all files in one temporary folder on one disk, timed side by side
 in one process, interleaved repeats so machine noise hits all three alike, summarised by the median:
   (a) bank:          ``FeatureBank(path, mode="r").pooled(key, rows)`` for all rows, the read path
-                     of ``featbank.features.load_blocks`` (opening the bank included);
+                     of ``featbank.bank.matrix.load_blocks`` (opening the bank included);
   (b) npy per video: ``np.load`` of N files of D float32 each, then ``np.stack``;
   (c) raw:           ``np.fromfile`` of one contiguous file of N×D float32.
 Reported: medians, npy-per-video / bank (what the bank saves over the usual layout) and bank / raw
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featbank.bank import OK, ROW_CHUNK, FeatureBank, GroupLayout
+from featbank.bank.store import OK, ROW_CHUNK, FeatureBank, GroupLayout
 
 KEY = "bench@0000000000"
 WRITE_ROWS = 128 * ROW_CHUNK  # rows per write while building (bounds the build's memory)

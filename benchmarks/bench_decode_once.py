@@ -20,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 import extractors
-from featbank.decode import iter_steps, open_media
-from featbank.demo_data import synthesize
-from featbank.extract import extract_item
-from featbank.weights import WeightsPolicy
+from featbank.extraction.decode import iter_steps, open_media
+from featbank.demo.data import synthesize
+from featbank.extraction.item import extract_item
+from featbank.extraction.weights import WeightsPolicy
 
 
 def _decode_only(paths: list[Path], exs: list) -> None:

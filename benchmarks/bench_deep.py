@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 import extractors
-from featbank.decode import iter_steps, open_media
-from featbank.demo_data import synthesize
-from featbank.extract import extract_item
-from featbank.weights import WeightsPolicy
+from featbank.extraction.decode import iter_steps, open_media
+from featbank.demo.data import synthesize
+from featbank.extraction.item import extract_item
+from featbank.extraction.weights import WeightsPolicy
 
 RANDOM = WeightsPolicy(random=True)
 PROMPT = "a red car driving along a wet coastal road at dusk"  # for text-reading extractors (clip:prompt)
@@ -100,7 +100,7 @@ def distinct_copies(paths: list[Path], n: int, out_dir: Path) -> Path:
 
 
 def gpu_workers_rate(manifest: Path, spec: str, workers: int, tmp: Path) -> float:
-    from featbank.distributed import extract_distributed
+    from featbank.extraction.distributed import extract_distributed
 
     bank = tmp / f"bank-{spec.replace(':', '_')}-{workers}.zarr"
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ min-max scaling, an inner 80/20 split (seed ``ceil(6.6 i)``), the 10 x 10 RBF-SV
 RMSE after the 4-parameter logistic on the inner validation part, a refit on the whole training
 part, and SRCC / PLCC on the test part.
 
-(a) featbank: ``featbank.protocols.evaluate`` with the ``svr_grid`` learner, no stack.
+(a) featbank: ``featbank.learning.protocols.evaluate`` with the ``svr_grid`` learner, no stack.
 (b) plain: ``Pipeline(MinMaxScaler, SVR)`` in ``GridSearchCV`` with a ``PredefinedSplit`` for the
     inner 80/20 and a ``make_scorer`` of featbank's logistic RMSE, what a user would write by hand.
 
@@ -27,9 +27,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.svm import SVR
 
-from featbank import videval as videval_data
-from featbank.metrics import rmse, srcc
-from featbank.protocols import evaluate, videval
+from benchmarks import reference_data as videval_data
+from featbank.learning.metrics import rmse, srcc
+from featbank.learning.protocols import evaluate, videval
 from regressors.svr_grid import VIDEVAL_C, VIDEVAL_GAMMA
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"

@@ -1,7 +1,7 @@
 """VIDEVAL's protocol on its released features: svr_grid vs the published medians, and the stack.
 
 For each dataset (KoNViD-1k, LIVE-VQC, YouTube-UGC colour-only) runs
-:func:`featbank.protocols.evaluate` under :func:`featbank.protocols.videval` splits on the one
+:func:`featbank.learning.protocols.evaluate` under :func:`featbank.learning.protocols.videval` splits on the one
 60-d ``videval`` block and prints, per model, the median (std) SRCC and PLCC over splits next to
 the published SVR medians, the stack's paired gain over svr_grid (median of per-split differences,
 share of splits won) and the wall time. ``--out DIR`` saves each dataset's result
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from featbank import videval as videval_data
-from featbank.crossval import STACK
-from featbank.protocols import EvalResult, evaluate, videval
+from benchmarks import reference_data as videval_data
+from featbank.learning.crossval import STACK
+from featbank.learning.protocols import EvalResult, evaluate, videval
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 

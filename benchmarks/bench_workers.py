@@ -16,9 +16,9 @@ from pathlib import Path
 
 from dask.distributed import LocalCluster
 
-from featbank.demo_data import synthesize
-from featbank.distributed import extract_distributed
-from featbank.orchestrate import extract_manifest
+from featbank.demo.data import synthesize
+from featbank.extraction.distributed import extract_distributed
+from featbank.extraction.orchestrate import extract_manifest
 
 SPECS = ["handcrafted", "audio"]
 

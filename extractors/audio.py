@@ -31,7 +31,7 @@ from scipy import fft, signal
 
 from extractors import register
 from extractors.base import Extractor
-from featbank.sampling import AudioSeconds
+from featbank.extraction.sampling import AudioSeconds
 
 # --- Sampling ----------------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from featbank.sampling import Sampling
-from featbank.weights import ResolvedWeights, WeightsPolicy, WeightsSpec, resolve
+from featbank.extraction.sampling import Sampling
+from featbank.extraction.weights import ResolvedWeights, WeightsPolicy, WeightsSpec, resolve
 
 
 class Extractor(ABC):
@@ -26,7 +26,7 @@ class Extractor(ABC):
 
     ``forward`` receives, for video samplings, ``(B, frames_per_step, H, W, 3)`` uint8 RGB frames at
     the video's native resolution (each extractor resizes as its model needs, on its own device);
-    for :class:`~featbank.sampling.AudioSeconds`, ``(B, sample_rate)`` float32 mono audio, one
+    for :class:`~featbank.extraction.sampling.AudioSeconds`, ``(B, sample_rate)`` float32 mono audio, one
     second per row. It returns ``(B, step_dim)`` float32.
     """
 

@@ -6,7 +6,7 @@ content and much of the perceptual quality signal, which is why CLIP-based quali
 LIQE, and the text-video alignment branch of AI-generated-video metrics) build on it.
 
 ``clip``
-    One key frame per second (:class:`~featbank.sampling.KeyFrames`) → the 512-d image embedding,
+    One key frame per second (:class:`~featbank.extraction.sampling.KeyFrames`) → the 512-d image embedding,
     L2-normalised. The frame is prepared as OpenAI's ``clip.load`` transform does (``clip/clip.py``
     ``_transform``): torchvision ``Resize(224, BICUBIC)`` on the PIL image (short side to 224), a
     ``CenterCrop(224)``, and OpenAI's mean and std; see :func:`resize_short_side_like_pil` and
@@ -48,8 +48,8 @@ from extractors import register
 from extractors.deep import (DeepExtractor, center_crop, frames_to_float, load_checkpoint, normalize,
                              resize_short_side, unwrap)
 from featbank.errors import FeatbankError
-from featbank.sampling import KeyFrames
-from featbank.weights import WeightsSpec
+from featbank.extraction.sampling import KeyFrames
+from featbank.extraction.weights import WeightsSpec
 
 IMAGE_SIZE = 224
 EMBED_DIM = 512

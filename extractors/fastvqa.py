@@ -66,8 +66,8 @@ from torch import nn
 from extractors import register
 from extractors.deep import DeepExtractor, normalize
 from extractors.swin3d import FastVQANet, Triple
-from featbank.sampling import FragmentClips
-from featbank.weights import WeightsSpec
+from featbank.extraction.sampling import FragmentClips
+from featbank.extraction.weights import WeightsSpec
 
 GRID = 7
 PATCH = 32

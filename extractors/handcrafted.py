@@ -31,7 +31,7 @@ from scipy import ndimage, special
 
 from extractors import register
 from extractors.base import Extractor
-from featbank.sampling import Clips
+from featbank.extraction.sampling import Clips
 
 # --- Sampling and preparation ------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from extractors import register
 from extractors.clip import EMBEDDING_NAMES, IMAGE_SIZE, OpenAIClip
 from extractors.deep import frames_to_float, normalize, resize_short_side
-from featbank.weights import WeightsSpec
+from featbank.extraction.weights import WeightsSpec
 
 QUALITIES = ("bad", "poor", "fair", "good", "perfect")
 SCENES = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others")

@@ -7,7 +7,7 @@ projections and norms have separate weights for image and text tokens) to answer
 rate the quality of this image?" with one of five words. The released OneAlign checkpoint
 (``q-future/one-align``) was trained on image quality, aesthetics and video quality together.
 
-Per key frame (one per second, :class:`~featbank.sampling.KeyFrames`; Q-Align's video scorer also
+Per key frame (one per second, :class:`~featbank.extraction.sampling.KeyFrames`; Q-Align's video scorer also
 reads one frame per second), as ``MPLUGOwl2LlamaForCausalLM.score`` in the snapshot's code does:
 
 1. the frame is padded to a square with the image processor's mean colour (``expand2square``),
@@ -53,8 +53,8 @@ from torch import nn
 from extractors import register
 from extractors.deep import DTYPES, DeepExtractor, normalize
 from featbank.errors import FeatbankError, WeightsMissingError
-from featbank.sampling import KeyFrames
-from featbank.weights import WeightsSpec
+from featbank.extraction.sampling import KeyFrames
+from featbank.extraction.weights import WeightsSpec
 
 HF_REPO = "q-future/one-align"
 SNAPSHOT_DIR = "one-align"

@@ -39,8 +39,8 @@ from torch import nn
 
 from extractors import register
 from extractors.deep import DeepExtractor, center_crop, frames_to_float, normalize, resize_short_side
-from featbank.sampling import Clips
-from featbank.weights import WeightsSpec
+from featbank.extraction.sampling import Clips
+from featbank.extraction.weights import WeightsSpec
 
 CLIP_FRAMES = 32
 ALPHA = 4  # frame-rate ratio between the fast and the slow pathway

@@ -4,7 +4,7 @@ Image backbones pretrained on ImageNet (ResNet, ConvNeXt, Swin, RegNet, EVA-02, 
 the quality signal in today's VQA models: SimpleVQA (Sun et al., ACM MM 2022) and its successors
 pool a frozen or fine-tuned 2-D backbone over one key frame per second. This extractor runs any
 backbone from timm (Wightman, ``huggingface/pytorch-image-models``) on the first frame of each
-second (:class:`~featbank.sampling.KeyFrames`, SimpleVQA's convention) in one of two forms:
+second (:class:`~featbank.extraction.sampling.KeyFrames`, SimpleVQA's convention) in one of two forms:
 
 ``timm:<model_name>``
     The model's pooled pre-logits embedding: ``forward_features`` then
@@ -52,8 +52,8 @@ from torch import nn
 from extractors import register
 from extractors.deep import DeepExtractor, center_crop, frames_to_float, normalize, resize_short_side
 from featbank.errors import FeatbankError
-from featbank.sampling import KeyFrames
-from featbank.weights import WeightsSpec
+from featbank.extraction.sampling import KeyFrames
+from featbank.extraction.weights import WeightsSpec
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg

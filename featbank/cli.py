@@ -62,7 +62,7 @@ def _add_weights(p: argparse.ArgumentParser) -> None:
 
 
 def _weights_policy(args: argparse.Namespace):
-    from featbank.weights import WeightsPolicy, weights_dir
+    from featbank.extraction.weights import WeightsPolicy, weights_dir
 
     return WeightsPolicy(directory=weights_dir(args.weights_dir), random=args.random_weights,
                          accept_non_commercial=args.accept_non_commercial)
@@ -284,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _checked_manifest(path: Path, track_name: str | None):
     """Load and validate the manifest, and check it against ``track_name`` when given."""
-    from featbank.manifest import load_manifest
-    from featbank.tracks import load_track
+    from featbank.io.manifest import load_manifest
+    from featbank.io.tracks import load_track
 
     manifest = load_manifest(path)
     track = load_track(track_name) if track_name else None
@@ -295,14 +295,14 @@ def _checked_manifest(path: Path, track_name: str | None):
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from featbank.orchestrate import extract_manifest
+    from featbank.extraction.orchestrate import extract_manifest
 
     _checked_manifest(args.manifest, args.track)
     common = dict(device=args.device, weights=_weights_policy(args), retry_failed=args.retry_failed, progress=not args.no_progress)
     if args.workers == 0 and not args.scheduler:
         report = extract_manifest(args.manifest, args.bank, args.extractor, **common)
     else:
-        from featbank.distributed import extract_distributed
+        from featbank.extraction.distributed import extract_distributed
 
         report = extract_distributed(args.manifest, args.bank, args.extractor, scheduler=args.scheduler,
                                      workers=args.workers, **common)
@@ -315,7 +315,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from featbank.workflow import fit_manifest
+    from featbank.learning.workflow import fit_manifest
 
     _, track = _checked_manifest(args.manifest, args.track)
     targets = args.targets or (list(track.labels) if track else None)
@@ -327,7 +327,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from featbank.workflow import evaluate_manifest
+    from featbank.learning.workflow import evaluate_manifest
 
     outcome = evaluate_manifest(args.manifest, args.bank, args.features, args.targets, args.learners,
                                 args.protocol, stack=args.stack, out_dir=args.out, seed=args.seed,
@@ -337,7 +337,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from featbank.workflow import predict_manifest
+    from featbank.learning.workflow import predict_manifest
 
     preds = predict_manifest(args.manifest, args.bank, args.model, args.out, device=args.device,
                              weights=_weights_policy(args), progress=not args.no_progress)
@@ -346,7 +346,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from featbank.importing import import_features
+    from featbank.io.importing import import_features
 
     report = import_features(args.bank, args.manifest_out, args.features, args.labels, args.name,
                              dataset=args.dataset, key=args.key, id_column=args.id_column,
@@ -357,7 +357,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from featbank.exporting import export_features
+    from featbank.io.exporting import export_features
 
     out = export_features(args.bank, args.manifest, args.features, args.out)
     print(f"wrote {out}")
@@ -378,7 +378,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_tracks(args: argparse.Namespace) -> int:
-    from featbank.tracks import available, example_manifest, load_track
+    from featbank.io.tracks import available, example_manifest, load_track
 
     for name in available():
         track = load_track(name)
@@ -391,7 +391,7 @@ def _cmd_tracks(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from featbank.bank import FeatureBank, describe
+    from featbank.bank.store import FeatureBank, describe
 
     bank = FeatureBank(args.bank, mode="r")
     summary = bank.summary()
@@ -408,9 +408,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from featbank.bank import FeatureBank
-    from featbank.features import lookup_rows
-    from featbank.manifest import load_manifest
+    from featbank.bank.store import FeatureBank
+    from featbank.bank.matrix import lookup_rows
+    from featbank.io.manifest import load_manifest
 
     bank = FeatureBank(args.bank, mode="r")
     rows, unregistered, total = None, 0, bank.count
@@ -435,7 +435,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from featbank.bank import FeatureBank
+    from featbank.bank.store import FeatureBank
 
     problems = FeatureBank(args.bank, mode="r").validate()
     for p in problems:
@@ -460,8 +460,8 @@ def _cmd_extractors(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from featbank.weights import weights_dir
-    from featbank.weights_admin import import_checkpoint, list_weights, verify_weights
+    from featbank.extraction.weights import weights_dir
+    from featbank.extraction.weights_admin import import_checkpoint, list_weights, verify_weights
 
     directory = weights_dir(args.weights_dir)
     if args.action == "list":
@@ -478,7 +478,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from featbank.demo import run_demo
+    from featbank.demo.run import run_demo
 
     run_demo(args.out, n_sources=args.sources, variants=args.variants, learners=args.learners,
              n_jobs=args.jobs, progress=not args.no_progress)

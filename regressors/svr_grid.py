@@ -31,7 +31,7 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from featbank.metrics import MIN_SAMPLES, rmse
+from featbank.learning.metrics import MIN_SAMPLES, rmse
 
 VIDEVAL_C: tuple[float, ...] = tuple(2.0**k for k in range(1, 11))
 """C = 2^1 .. 2^10, VIDEVAL's ``np.logspace(1, 10, 10, base=2)``."""

@@ -10,7 +10,7 @@ import pytest
 
 import extractors
 from extractors.base import Extractor
-from featbank.sampling import Clips, KeyFrames
+from featbank.extraction.sampling import Clips, KeyFrames
 
 REALDATA = Path(os.environ.get("FEATBANK_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 
@@ -45,7 +45,7 @@ def moving_frames(n: int, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray
 
 @pytest.fixture
 def make_video(tmp_path: Path):
-    from featbank.synth import write_video
+    from featbank.demo.synth import write_video
 
     def make(name: str = "clip.mp4", n: int = 30, fps: float = 15.0, audio: bool = True,
              h: int = 48, w: int = 64, seed: int = 0) -> Path:

@@ -13,7 +13,7 @@ import pytest
 
 import extractors
 from extractors import audio as au
-from featbank.sampling import AudioSeconds
+from featbank.extraction.sampling import AudioSeconds
 
 SR = 16000
 T = np.arange(SR) / SR

@@ -29,13 +29,13 @@ from PIL import Image
 
 import extractors
 from conftest import moving_frames
-from featbank.bank import ABSENT, FAILED, OK, FeatureBank, digest_hex
-from featbank.decode import SequentialFrames, VideoFile, open_media
+from featbank.bank.store import ABSENT, FAILED, OK, FeatureBank, digest_hex
+from featbank.extraction.decode import SequentialFrames, VideoFile, open_media
 from featbank.errors import ManifestError
-from featbank.hashing import file_digest
-from featbank.manifest import load_manifest
-from featbank.orchestrate import extract_manifest
-from featbank.synth import write_video
+from featbank.bank.hashing import file_digest
+from featbank.io.manifest import load_manifest
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.demo.synth import write_video
 
 REJECTED = "rejected by the manifest"  # the manifest refuses the row: no extraction at all
 FPS = 15
@@ -440,12 +440,12 @@ def test_pyav_fallback_turns_frames_as_decord_does(tmp_path):
 
 def test_unexpected_exceptions_fail_their_item_not_the_run(tmp_path, monkeypatch):
     """A decoder bug or MemoryError on one item is recorded with its traceback; the run goes on."""
-    import featbank.extract
+    import featbank.extraction.item
 
     names = ["fine.mp4", "oom.mp4", "bug.mp4"]
     for i, name in enumerate(names):
         good_video(tmp_path / name, n=15, seed=30 + i)
-    original_frames, original_open = VideoFile.frames, featbank.extract.open_media
+    original_frames, original_open = VideoFile.frames, featbank.extraction.item.open_media
 
     def frames(self, indices):
         if self.path.name == "oom.mp4":
@@ -458,7 +458,7 @@ def test_unexpected_exceptions_fail_their_item_not_the_run(tmp_path, monkeypatch
         return original_open(path)
 
     monkeypatch.setattr(VideoFile, "frames", frames)
-    monkeypatch.setattr(featbank.extract, "open_media", open_media_with_bug)
+    monkeypatch.setattr(featbank.extraction.item, "open_media", open_media_with_bug)
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"video_id": [Path(n).stem for n in names], "path": names}).to_csv(manifest, index=False)
     report = extract_manifest(manifest, tmp_path / "bank.zarr", ["handcrafted", "audio"], progress=False)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from featbank.bank import ABSENT, FAILED, OK, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord, StepFeatures
+from featbank.bank.store import ABSENT, FAILED, OK, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord, StepFeatures
 from featbank.errors import BankError
-from featbank.media import MediaInfo
+from featbank.extraction.media import MediaInfo
 
 LAYOUT = GroupLayout(pooled_dim=4, max_steps=3, step_dim=2, frames_per_step=1)
 INFO = MediaInfo(n_frames=30, fps=15.0, width=8, height=6, has_audio=False)

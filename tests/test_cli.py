@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from featbank.cli import main
-from featbank.demo_data import synthesize
+from featbank.demo.data import synthesize
 
 FAST = ["--learners", "ridge,svr", "--jobs", "1", "--no-progress"]
 

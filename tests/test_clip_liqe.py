@@ -32,11 +32,11 @@ from extractors import liqe as liqe_module
 from extractors.clip import ClipArchitecture, ClipExtractor, ClipPrompt, OpenAIClip, clip_preprocess
 from extractors.deep import load_checkpoint, load_strict
 from extractors.liqe import DISTORTIONS, PROMPTS, QUALITIES, SCENES, Liqe, liqe_patches
-from featbank.bank import OK, FeatureBank
+from featbank.bank.store import OK, FeatureBank
 from featbank.errors import FeatbankError, WeightsMissingError
-from featbank.hashing import file_digest
-from featbank.orchestrate import extract_manifest
-from featbank.weights import WeightsPolicy, sha256_of
+from featbank.bank.hashing import file_digest
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.extraction.weights import WeightsPolicy, sha256_of
 from tests.keymanifest import checkpoint_like, load_manifest, shape_differences
 
 MANIFEST = "clip_vit_b32"

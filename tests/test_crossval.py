@@ -1,4 +1,4 @@
-"""Tests for :mod:`featbank.crossval`: fold assignment, out-of-fold predictions, honest stacking, refits.
+"""Tests for :mod:`featbank.learning.crossval`: fold assignment, out-of-fold predictions, honest stacking, refits.
 
 Out-of-fold predictions are recomputed by hand with :func:`regressors.make_learner` and the nested
 stack by an independent re-implementation of its documented protocol, so a model that saw its
@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from featbank.crossval import STACK, CVResult, FittedEnsemble, cross_validate, fit_final, fold_ids
+from featbank.learning.crossval import STACK, CVResult, FittedEnsemble, cross_validate, fit_final, fold_ids
 from featbank.errors import FeatbankError
-from featbank.metrics import METRICS, main_score, score, srcc
+from featbank.learning.metrics import METRICS, main_score, score, srcc
 from regressors import make_learner
 
 N, K, REPEATS = 90, 4, 2

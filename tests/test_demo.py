@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featbank.bank import FeatureBank
-from featbank.demo import run_demo
-from featbank.demo_data import LABELS
+from featbank.bank.store import FeatureBank
+from featbank.demo.run import run_demo
+from featbank.demo.data import LABELS
 
 
 @pytest.mark.slow

@@ -17,10 +17,10 @@ import pytest
 import zarr
 from dask.distributed import Client, LocalCluster
 
-from featbank.bank import OK, ROW_CHUNK, FeatureBank
-from featbank.distributed import extract_distributed
-from featbank.orchestrate import extract_manifest
-from featbank.synth import write_video
+from featbank.bank.store import OK, ROW_CHUNK, FeatureBank
+from featbank.extraction.distributed import extract_distributed
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.demo.synth import write_video
 
 from conftest import moving_frames
 
@@ -78,7 +78,7 @@ def test_two_local_workers_build_the_same_bank_as_one_process(manifest, referenc
 
 def _slow_down_workers() -> None:
     """Runs on each worker: make every decoded batch take a little longer, so a kill lands mid-run."""
-    from featbank.extract import StepRunner
+    from featbank.extraction.item import StepRunner
 
     original = StepRunner.flush
 
@@ -120,8 +120,8 @@ def test_killed_client_and_cluster_resume_to_the_same_bank(manifest, reference, 
     script = (
         "import time\n"
         "from dask.distributed import LocalCluster\n"
-        "from featbank.distributed import extract_distributed\n"
-        "from featbank.extract import StepRunner\n"
+        "from featbank.extraction.distributed import extract_distributed\n"
+        "from featbank.extraction.item import StepRunner\n"
         "flush = StepRunner.flush\n"
         "StepRunner.flush = lambda self: (time.sleep(0.01), flush(self))[1]\n"
         "if __name__ == '__main__':\n"

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featbank.bank import ABSENT, FAILED, OK, FeatureBank
-from featbank.decode import iter_steps, open_media
+from featbank.bank.store import ABSENT, FAILED, OK, FeatureBank
+from featbank.extraction.decode import iter_steps, open_media
 from featbank.errors import BankError, MediaError
-from featbank.extract import extract_item
-from featbank.orchestrate import extract_manifest
-from featbank.sampling import Clips, KeyFrames
+from featbank.extraction.item import extract_item
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.extraction.sampling import Clips, KeyFrames
 
 import extractors
 
@@ -105,11 +105,11 @@ def test_killed_run_resumes_to_a_complete_bank(make_video, tmp_path):
     bank_path = tmp_path / "bank.zarr"
     script = (
         "import sys, time; sys.path.insert(0, 'tests'); import conftest\n"
-        "from featbank.extract import StepRunner\n"
+        "from featbank.extraction.item import StepRunner\n"
         "orig = StepRunner.flush\n"
         "def slow(self):\n    time.sleep(0.03); orig(self)\n"
         "StepRunner.flush = slow\n"
-        "from featbank.orchestrate import extract_manifest\n"
+        "from featbank.extraction.orchestrate import extract_manifest\n"
         f"extract_manifest({str(manifest)!r}, {str(bank_path)!r}, ['test-mean'], progress=False)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script])

@@ -16,13 +16,13 @@ import torch
 import extractors
 from extractors import fastvqa as fv
 from extractors.deep import load_strict
-from featbank.bank import OK, FeatureBank
+from featbank.bank.store import OK, FeatureBank
 from featbank.errors import WeightsMissingError
-from featbank.hashing import file_digest
-from featbank.media import MediaInfo
-from featbank.orchestrate import extract_manifest
-from featbank.sampling import FragmentClips
-from featbank.weights import WeightsPolicy
+from featbank.bank.hashing import file_digest
+from featbank.extraction.media import MediaInfo
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.extraction.sampling import FragmentClips
+from featbank.extraction.weights import WeightsPolicy
 from conftest import moving_frames
 from tests.keymanifest import checkpoint_like, shape_differences
 

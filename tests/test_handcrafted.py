@@ -15,10 +15,10 @@ from scipy import ndimage, stats
 
 import extractors
 from extractors import handcrafted as hc
-from featbank.bank import FAILED, OK
-from featbank.extract import extract_item
-from featbank.media import MediaInfo
-from featbank.sampling import Clips
+from featbank.bank.store import FAILED, OK
+from featbank.extraction.item import extract_item
+from featbank.extraction.media import MediaInfo
+from featbank.extraction.sampling import Clips
 
 
 def natural(h: int = 256, w: int = 320, seed: int = 0, blur: float = 3.0) -> np.ndarray:

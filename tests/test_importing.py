@@ -17,16 +17,16 @@ import pytest
 import scipy.io
 
 import extractors
-from featbank.bank import FAILED, OK, FeatureBank
+from featbank.bank.store import FAILED, OK, FeatureBank
 from featbank.cli import main
 from featbank.errors import BankError, FeatbankError, ManifestError
-from featbank.exporting import export_features
-from featbank.extract import extract_item
-from featbank.features import load_blocks, resolve_key
-from featbank.hashing import digest_paths, file_digest, virtual_digest
-from featbank.importing import import_features, read_feature_matrix
-from featbank.manifest import VirtualItem, item_text, load_manifest, media_item
-from featbank.orchestrate import extract_manifest
+from featbank.io.exporting import export_features
+from featbank.extraction.item import extract_item
+from featbank.bank.matrix import load_blocks, resolve_key
+from featbank.bank.hashing import digest_paths, file_digest, virtual_digest
+from featbank.io.importing import import_features, read_feature_matrix
+from featbank.io.manifest import VirtualItem, item_text, load_manifest, media_item
+from featbank.extraction.orchestrate import extract_manifest
 
 FIT = ["--learners", "ridge,svr", "--folds", "5", "--no-progress", "--jobs", "1"]
 X = np.array([[1.0, 2.0, 3.0], [4.0, 5.5, 6.0], [7.0, 8.0, 9.25], [0.5, -1.0, 2.0]])

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from featbank.errors import ManifestError
-from featbank.manifest import load_manifest
+from featbank.io.manifest import load_manifest
 
 
 def write(tmp_path: Path, rows: list[dict], files=("a.mp4", "b.mp4", "c.mp4")) -> Path:

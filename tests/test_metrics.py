@@ -1,4 +1,4 @@
-"""Tests for :mod:`featbank.metrics`: challenge correlations, the 4-parameter logistic and input checks.
+"""Tests for :mod:`featbank.learning.metrics`: challenge correlations, the 4-parameter logistic and input checks.
 
 Expected values come from scipy/numpy computed independently in the test, from invariances the
 metrics must have (rank metrics ignore monotone maps), from noiseless curves with known parameters,
@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from featbank import metrics
-from featbank.metrics import (
+from featbank.learning import metrics
+from featbank.learning.metrics import (
     METRICS,
     fit_logistic4,
     krcc,

@@ -1,4 +1,4 @@
-"""Tests for :mod:`featbank.protocols` and the ``svr_grid`` learner.
+"""Tests for :mod:`featbank.learning.protocols` and the ``svr_grid`` learner.
 
 Splits are checked against the published recipe (VIDEVAL's ``train_test_split`` seeds), svr_grid's
 selection against an independent recomputation of its documented criterion, and honesty end to
@@ -20,12 +20,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.svm import SVR
 
-from featbank import videval as videval_data
-from featbank.crossval import STACK
+from benchmarks import reference_data as videval_data
+from featbank.learning.crossval import STACK
 from featbank.errors import FeatbankError
-from featbank.metrics import METRICS, rmse, score
-from featbank.protocols import EvalResult, Protocol, evaluate, grouped_kfold, holdout, videval
-from featbank.protocols import _inner_folds
+from featbank.learning.metrics import METRICS, rmse, score
+from featbank.learning.protocols import EvalResult, Protocol, evaluate, grouped_kfold, holdout, videval
+from featbank.learning.protocols import _inner_folds
 from regressors import SVRGridRegressor, load_learner, make_learner, save_learner
 
 SMALL_GRID = {"C_grid": (1.0, 8.0, 64.0), "gamma_grid": (0.05, 0.5, 2.0)}

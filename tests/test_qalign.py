@@ -37,7 +37,7 @@ from extractors.qalign import (
     safetensors_shapes,
 )
 from featbank.errors import FeatbankError, WeightsMissingError
-from featbank.weights import WeightsPolicy
+from featbank.extraction.weights import WeightsPolicy
 from tests.conftest import moving_frames
 from tests.keymanifest import load_manifest
 

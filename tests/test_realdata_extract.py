@@ -18,9 +18,9 @@ import pytest
 
 import extractors
 from featbank import cli
-from featbank.bank import ABSENT, FAILED, OK, FeatureBank
-from featbank.hashing import file_digest
-from featbank.orchestrate import extract_manifest
+from featbank.bank.store import ABSENT, FAILED, OK, FeatureBank
+from featbank.bank.hashing import file_digest
+from featbank.extraction.orchestrate import extract_manifest
 
 pytestmark = pytest.mark.realdata
 
@@ -145,7 +145,7 @@ def test_rerun_decodes_nothing_and_changes_nothing(run, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a complete bank must not decode anything again")
 
-    monkeypatch.setattr("featbank.orchestrate.extract_item", refuse)
+    monkeypatch.setattr("featbank.extraction.orchestrate.extract_item", refuse)
     again = extract_manifest(run.manifest, run.bank_path, SPECS, progress=False)
     assert again.already_done == len(FILES) and again.failures == []
     assert again.counts == run.report.counts

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from featbank.media import MediaInfo
-from featbank.sampling import AudioSeconds, Clips, KeyFrames, UniformFrames, second_starts
+from featbank.extraction.media import MediaInfo
+from featbank.extraction.sampling import AudioSeconds, Clips, KeyFrames, UniformFrames, second_starts
 
 VIDEO = MediaInfo(n_frames=240, fps=30.0, width=64, height=48, has_audio=True)
 

@@ -22,11 +22,11 @@ from keymanifest import checkpoint_like, load_manifest, shape_differences
 
 from extractors import create
 from extractors.slowfast import SlowFast, preprocess, slow_indices
-from featbank.bank import OK, FeatureBank
+from featbank.bank.store import OK, FeatureBank
 from featbank.errors import WeightsMissingError
-from featbank.orchestrate import extract_manifest
-from featbank.synth import write_video
-from featbank.weights import WeightsPolicy
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.demo.synth import write_video
+from featbank.extraction.weights import WeightsPolicy
 
 MEAN, STD = 0.45, 0.225
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from featbank import demo_data
-from featbank.synth import write_image, write_video
+from featbank.demo import data as demo_data
+from featbank.demo.synth import write_image, write_video
 
 TINY = dict(n_sources=2, variants=3, seconds=1.5, size=(48, 64), fps=10)
 
@@ -102,7 +102,7 @@ def test_synthesize_writes_a_consistent_manifest(tiny_manifest: Path):
 
 
 def test_synthesized_manifest_loads_with_levels_as_metadata(tiny_manifest: Path):
-    from featbank.manifest import load_manifest
+    from featbank.io.manifest import load_manifest
 
     manifest = load_manifest(tiny_manifest)
     assert manifest.label_columns == list(demo_data.LABELS)

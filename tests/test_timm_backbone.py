@@ -17,12 +17,12 @@ from safetensors.torch import save_file
 
 import extractors
 from extractors.timm_backbone import TimmBackbone
-from featbank.bank import OK, FeatureBank
+from featbank.bank.store import OK, FeatureBank
 from featbank.errors import FeatbankError, WeightsMissingError
-from featbank.hashing import file_digest
-from featbank.orchestrate import extract_manifest
-from featbank.sampling import KeyFrames
-from featbank.weights import WeightsPolicy
+from featbank.bank.hashing import file_digest
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.extraction.sampling import KeyFrames
+from featbank.extraction.weights import WeightsPolicy
 from tests.keymanifest import checkpoint_like, load_manifest, shape_differences
 
 MANIFESTS = {"resnet50": "timm_resnet50", "convnext_tiny": "timm_convnext_tiny",

@@ -7,8 +7,8 @@ import pytest
 
 from featbank.cli import main
 from featbank.errors import ManifestError
-from featbank.manifest import load_manifest
-from featbank.tracks import available, example_manifest, load_track
+from featbank.io.manifest import load_manifest
+from featbank.io.tracks import available, example_manifest, load_track
 
 
 @pytest.mark.parametrize("name", available())

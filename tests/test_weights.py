@@ -14,16 +14,16 @@ from torch import nn
 
 import extractors
 from extractors.deep import DeepExtractor, center_crop, frames_to_float, normalize, resize_short_side
-from featbank.bank import FeatureBank
+from featbank.bank.store import FeatureBank
 from featbank.cli import main
-from featbank.features import lookup_rows
-from featbank.manifest import load_manifest
+from featbank.bank.matrix import lookup_rows
+from featbank.io.manifest import load_manifest
 from featbank.errors import BankError, ManifestError, WeightsMissingError
-from featbank.extract import extract_item
-from featbank.orchestrate import extract_manifest
-from featbank.weights import (LOCK_NAME, WeightsPolicy, WeightsSpec, candidates, import_weights, resolve,
+from featbank.extraction.item import extract_item
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.extraction.weights import (LOCK_NAME, WeightsPolicy, WeightsSpec, candidates, import_weights, resolve,
                               sha256_of)
-from featbank.sampling import KeyFrames
+from featbank.extraction.sampling import KeyFrames
 
 UNPINNED = WeightsSpec("tiny/tinynet.pt", None, "https://example.org/tinynet.pt", "MIT")
 

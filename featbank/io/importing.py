@@ -7,7 +7,7 @@ so ``fit`` / ``predict`` / ``export`` work on it unchanged:
 
 - every row becomes an item without media, named ``featbank-import://<dataset>/<video_id>`` in a
   manifest that this module writes (labels, optional group, other label-file columns as
-  ``meta_*``); its bank key is a digest of that name (:func:`featbank.hashing.virtual_digest`), so
+  ``meta_*``); its bank key is a digest of that name (:func:`featbank.bank.hashing.virtual_digest`), so
   a second feature set of the same dataset (BRISQUE after VIDEVAL) lands on the same rows;
 - the matrix becomes one feature group ``<name>@<hash>``, the hash over the feature file's
   SHA-256, the variable read and the feature names (another file, or other columns of the same
@@ -32,10 +32,10 @@ import pandas as pd
 
 import extractors
 from featbank import __version__
-from featbank.bank import FAILED, IMPORT_SPEC_PREFIX, OK, FeatureBank, GroupLayout, StepFeatures
+from featbank.bank.store import FAILED, IMPORT_SPEC_PREFIX, OK, FeatureBank, GroupLayout, StepFeatures
 from featbank.errors import FeatbankError, ManifestError
-from featbank.hashing import file_digest
-from featbank.manifest import DATASET_NAME, META_PREFIX, RESERVED, VirtualItem, validate_table
+from featbank.bank.hashing import file_digest
+from featbank.io.manifest import DATASET_NAME, META_PREFIX, RESERVED, VirtualItem, validate_table
 
 IMPORTER_VERSION = "1"
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -335,7 +335,7 @@ def import_features(bank_path: str | os.PathLike, manifest_out: str | os.PathLik
     ``dataset`` (default: the label file's name) scopes the ids: imports sharing it share items.
     Everything is checked before the bank or the manifest is touched.
     """
-    from featbank.orchestrate import register_manifest  # deferred: it imports the decoders
+    from featbank.extraction.orchestrate import register_manifest  # deferred: it imports the decoders
 
     features_path, labels_path, manifest_out = Path(features_path), Path(labels_path), Path(manifest_out)
     _check_name(name)

@@ -40,7 +40,7 @@ class VirtualItem:
     """An item whose features were imported from a file (``featbank import``): it has no media.
 
     Its manifest ``path`` is ``featbank-import://<dataset>/<video_id>``; the bank keys it by a
-    digest of that name (:func:`featbank.hashing.virtual_digest`) instead of file bytes, so
+    digest of that name (:func:`featbank.bank.hashing.virtual_digest`) instead of file bytes, so
     nothing is looked up on disk and every import of the same dataset lands on the same rows.
     """
 

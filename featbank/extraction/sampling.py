@@ -1,7 +1,7 @@
 """Temporal sampling plans: which frames (or audio seconds) each extractor sees.
 
 An extractor declares a :class:`Sampling`; the decoder takes the union of all plans for one video
-and decodes it once. Plans are pure functions of :class:`~featbank.media.MediaInfo`, computed from
+and decodes it once. Plans are pure functions of :class:`~featbank.extraction.media.MediaInfo`, computed from
 timestamps, so the same file always yields the same indices; those indices are stored in the bank.
 
 Every plan is a list of *steps* (the extractor's time axis). For the per-second samplings a step is
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from featbank.media import MediaInfo
+from featbank.extraction.media import MediaInfo
 
 
 @dataclass(frozen=True)

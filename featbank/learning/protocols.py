@@ -11,7 +11,7 @@ saved next to the scores (``splits.npz``) and can be reloaded to re-run or audit
 * :func:`holdout`: one fixed train/validation split, as NTIRE-style challenges score.
 
 :func:`evaluate` fits every base learner (feature block x learner) on each split's training part
-and scores it on the test part with :func:`featbank.metrics.score` (PLCC after a logistic fitted
+and scores it on the test part with :func:`featbank.learning.metrics.score` (PLCC after a logistic fitted
 on the test part, as VIDEVAL). With ``stack=True`` a meta-learner blends the bases: its training
 data are level-1 predictions of the *training* part from an inner k-fold (grouped when the
 protocol is), so no label of the test part reaches the blend's weights.
@@ -31,9 +31,9 @@ from sklearn.base import RegressorMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from featbank.crossval import STACK, base_names, check_inputs, fit_meta, split_base, fold_ids
+from featbank.learning.crossval import STACK, base_names, check_inputs, fit_meta, split_base, fold_ids
 from featbank.errors import FeatbankError
-from featbank.metrics import METRICS, score
+from featbank.learning.metrics import METRICS, score
 from regressors import make_learner
 
 Progress = Callable[[int, int], None]
@@ -104,7 +104,7 @@ def videval(n: int, n_splits: int = 100) -> Protocol:
 def grouped_kfold(
     n: int, k: int = 5, repeats: int = 1, seed: int = 0, groups: np.ndarray | None = None
 ) -> Protocol:
-    """Every fold of :func:`featbank.crossval.fold_ids` as a split; repeat r's learners use ``seed + r``."""
+    """Every fold of :func:`featbank.learning.crossval.fold_ids` as a split; repeat r's learners use ``seed + r``."""
     ids = fold_ids(n, k, repeats, seed, groups)
     splits = [
         Split(np.flatnonzero(row != f), np.flatnonzero(row == f), seed + r)
@@ -163,7 +163,7 @@ def _fit_base(
 class EvalResult:
     """Per-split scores of every base learner (and the stack) under one protocol.
 
-    ``scores``: one row per (split, model) with every metric of :func:`featbank.metrics.score`.
+    ``scores``: one row per (split, model) with every metric of :func:`featbank.learning.metrics.score`.
     ``predictions``: one row per (split, model, test sample): split, model, sample, y_true, y_pred.
     ``stack_weights``: one row per split, the meta-learner's intercept and weight per base.
     """
@@ -235,7 +235,7 @@ def evaluate(
     """Score every ``block/learner`` base (and the stack) on every split of ``protocol``.
 
     Fits run in parallel with joblib over (split, base) tasks. The stack's meta-learner is
-    :func:`featbank.crossval.fit_meta` (non-negative least squares with intercept) trained on the
+    :func:`featbank.learning.crossval.fit_meta` (non-negative least squares with intercept) trained on the
     inner-fold level-1 predictions of the split's training part, then applied to the test-part
     predictions of the bases refitted on the whole training part. ``reuse_selected`` lets
     svr_grid's inner-fold fits reuse the (C, gamma) its outer fit chose on the training part

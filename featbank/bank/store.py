@@ -40,7 +40,7 @@ import zarr
 
 from featbank import __version__
 from featbank.errors import BankError
-from featbank.media import MediaInfo
+from featbank.extraction.media import MediaInfo
 
 FORMAT = 1
 ROW_CHUNK = 32

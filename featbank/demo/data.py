@@ -6,7 +6,7 @@ audio, so features that see blur, noise, blocking, stutter or colour shifts can 
 
 Pipeline, one clip at a time (memory stays at one clip): procedural **sources** (six visually
 different patterns with fine detail, each with its own sound) → graded **distortions** →
-**labels** → **writing** (H.264/AAC MP4 via :mod:`featbank.synth`) → :func:`synthesize`, which
+**labels** → **writing** (H.264/AAC MP4 via :mod:`featbank.demo.synth`) → :func:`synthesize`, which
 also writes ``manifest.csv``.
 
 Distortion levels run from 0 (none) to 4 (strong). Every distortion of every variant draws its
@@ -43,7 +43,7 @@ dimension dominate, as in human ratings, while the weights keep it from being a 
 
 The manifest holds ``video_id``, ``path`` (``videos/<video_id>.mp4``), ``group`` (the source,
 ``srcNN``), the six labels, and each level as ``meta_level_<distortion>``: the ``meta_`` prefix
-makes :mod:`featbank.manifest` treat them as information, never as labels to fit.
+makes :mod:`featbank.io.manifest` treat them as information, never as labels to fit.
 
 Determinism: every random draw comes from a generator keyed by ``(seed, purpose, source,
 variant)``, so a seed fixes every label and every pixel handed to the encoder, independently of the
@@ -63,7 +63,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from featbank.synth import write_video
+from featbank.demo.synth import write_video
 
 SAMPLE_RATE = 16000
 DISTORTIONS = ("blur", "noise", "compression", "stutter", "color", "audio_noise")

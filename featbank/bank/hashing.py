@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from featbank.manifest import MediaItem, VirtualItem
+from featbank.io.manifest import MediaItem, VirtualItem
 
 HASH_THREADS = 4
 VIRTUAL_PREFIX = b"featbank-import-v1\0"

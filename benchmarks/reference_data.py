@@ -2,7 +2,7 @@
 
 The VIDEVAL repository ships 60-d features for KoNViD-1k, LIVE-VQC and YouTube-UGC with the MOS
 files, and its README (= the paper) publishes medians over 100 random 80/20 splits. They are the
-reference :func:`featbank.protocols.videval` and the ``svr_grid`` learner are checked against.
+reference :func:`featbank.learning.protocols.videval` and the ``svr_grid`` learner are checked against.
 
 Loading follows the authors' script: MOS column per dataset, and on YouTube-UGC the 57 grayscale
 videos removed (1-based indices from ``demo_eval_BVQA_feats_one_dataset.py``), leaving 1323.

@@ -1,7 +1,7 @@
 """Extraction of one item: decode once, run every requested extractor, pool, report per extractor.
 
 This module knows nothing about banks or schedulers: it turns a file and a list of extractors into
-:class:`~featbank.bank.StepFeatures`, one per extractor. A broken file fails every extractor of that
+:class:`~featbank.bank.store.StepFeatures`, one per extractor. A broken file fails every extractor of that
 item with the decoder's message; an extractor that raises fails only itself; an item without an
 audio track gives audio extractors an ``ABSENT`` row (flagged, all steps masked), not an error.
 Nothing raised while decoding one item may stop a run over thousands: an unexpected exception (a
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from extractors.base import Extractor
-from featbank.bank import ABSENT, FAILED, OK, ItemRecord, StepFeatures
-from featbank.decode import MediaSource, audio_steps, iter_steps, open_media
+from featbank.bank.store import ABSENT, FAILED, OK, ItemRecord, StepFeatures
+from featbank.extraction.decode import MediaSource, audio_steps, iter_steps, open_media
 from featbank.errors import MediaError
-from featbank.manifest import MediaItem
-from featbank.sampling import Plan
+from featbank.io.manifest import MediaItem
+from featbank.extraction.sampling import Plan
 
 
 class StepRunner:

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from featbank import __version__
-from featbank.bank import FeatureBank
+from featbank.bank.store import FeatureBank
 from featbank.errors import FeatbankError
-from featbank.features import FeatureBlocks, load_blocks
-from featbank.importing import default_names
-from featbank.manifest import Manifest, load_manifest
+from featbank.bank.matrix import FeatureBlocks, load_blocks
+from featbank.io.importing import default_names
+from featbank.io.manifest import Manifest, load_manifest
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from featbank.metrics import fit_logistic4, logistic4, score  # noqa: E402
+from featbank.learning.metrics import fit_logistic4, logistic4, score  # noqa: E402
 
 SHOWN = ("srcc", "plcc_logistic", "plcc_poly3", "krcc", "rmse", "main_score")
 

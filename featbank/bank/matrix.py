@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 import extractors
-from featbank.bank import ABSENT, FAILED, OK, PENDING, FeatureBank
+from featbank.bank.store import ABSENT, FAILED, OK, PENDING, FeatureBank
 from featbank.errors import BankError
-from featbank.hashing import digest_paths
-from featbank.manifest import Manifest, VirtualItem
+from featbank.bank.hashing import digest_paths
+from featbank.io.manifest import Manifest, VirtualItem
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Extraction on a dask.distributed cluster: one task per bank chunk, each chunk one writer.
 
-The client plans the run (:func:`featbank.orchestrate.plan_extraction`: it alone registers rows,
+The client plans the run (:func:`featbank.extraction.orchestrate.plan_extraction`: it alone registers rows,
 resizes arrays and writes attributes), then submits one task per bank chunk that has missing work.
 A task opens the bank on its worker, extracts its rows and commits them as whole chunks, status
 last, exactly as a single-process run does, so the two produce identical banks. No two tasks share
@@ -30,11 +30,11 @@ from dask.distributed import Client, LocalCluster, as_completed, get_worker
 
 import extractors
 from extractors.base import Extractor
-from featbank.bank import FeatureBank
+from featbank.bank.store import FeatureBank
 from featbank.errors import FeatbankError
-from featbank.manifest import item_text, media_item
-from featbank.orchestrate import ExtractionPlan, ExtractReport, plan_extraction, process_chunk
-from featbank.weights import WeightsPolicy
+from featbank.io.manifest import item_text, media_item
+from featbank.extraction.orchestrate import ExtractionPlan, ExtractReport, plan_extraction, process_chunk
+from featbank.extraction.weights import WeightsPolicy
 
 TASK_RETRIES = 2
 """Retries of a task that raised (an I/O error writing the bank, say); dead workers are handled by
@@ -117,7 +117,7 @@ def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs:
                         scheduler: str | None = None, workers: int | None = None, device: str = "cpu",
                         weights: WeightsPolicy | None = None, retry_failed: bool = False,
                         progress: bool = True) -> ExtractReport:
-    """Like :func:`featbank.orchestrate.extract_manifest`, with the chunks spread over the workers
+    """Like :func:`featbank.extraction.orchestrate.extract_manifest`, with the chunks spread over the workers
     of the cluster at ``scheduler``, or of a LocalCluster of ``workers`` processes (default: sized
     to the machine, never more than there are chunks to do). Nothing is started when nothing is
     missing. The bank (a path or an fsspec URL) must be reachable by every worker under the same

@@ -1,6 +1,6 @@
 """``featbank weights list|verify|import``: the checkpoints deep extractors read, seen from the shell.
 
-Every extractor declares its own :class:`~featbank.weights.WeightsSpec`; this module only gathers
+Every extractor declares its own :class:`~featbank.extraction.weights.WeightsSpec`; this module only gathers
 them, so the registry of weights is the registry of extractors and cannot drift from it.
 """
 
@@ -13,7 +13,7 @@ from tabulate import tabulate
 import extractors
 from extractors.base import Extractor
 from featbank.errors import FeatbankError
-from featbank.weights import WeightsPolicy, WeightsSpec, candidates, expected_sha256, import_weights, resolve
+from featbank.extraction.weights import WeightsPolicy, WeightsSpec, candidates, expected_sha256, import_weights, resolve
 
 
 def _with_weight_variants(names: list[str]) -> list[str]:

@@ -15,16 +15,16 @@ import numpy as np
 import pandas as pd
 
 import extractors
-from featbank import protocols
-from featbank.bank import FeatureBank
-from featbank.crossval import CVResult, FittedEnsemble, cross_validate, fit_final, fold_ids
+from featbank.learning import protocols
+from featbank.bank.store import FeatureBank
+from featbank.learning.crossval import CVResult, FittedEnsemble, cross_validate, fit_final, fold_ids
 from featbank.errors import BankError, FeatbankError, ManifestError
-from featbank.features import FeatureBlocks, load_blocks
-from featbank.manifest import Manifest, load_manifest
-from featbank.orchestrate import extract_manifest
-from featbank.protocols import Protocol
-from featbank.report import summary_text, write_report
-from featbank.weights import WeightsPolicy
+from featbank.bank.matrix import FeatureBlocks, load_blocks
+from featbank.io.manifest import Manifest, load_manifest
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.learning.protocols import Protocol
+from featbank.learning.report import summary_text, write_report
+from featbank.extraction.weights import WeightsPolicy
 
 
 @dataclass

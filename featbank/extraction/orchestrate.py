@@ -21,12 +21,12 @@ from threadpoolctl import threadpool_limits
 import extractors
 from extractors.base import Extractor
 from featbank import __version__
-from featbank.bank import FAILED, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord
+from featbank.bank.store import FAILED, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord
 from featbank.errors import BankError, ManifestError
-from featbank.extract import extract_item
-from featbank.hashing import digest_paths
-from featbank.manifest import Manifest, MediaItem, load_manifest
-from featbank.weights import WeightsPolicy
+from featbank.extraction.item import extract_item
+from featbank.bank.hashing import digest_paths
+from featbank.io.manifest import Manifest, MediaItem, load_manifest
+from featbank.extraction.weights import WeightsPolicy
 
 
 @dataclass
@@ -238,7 +238,7 @@ def extract_manifest(manifest_path: str | Path, bank_path: str | Path, specs: Se
                      device: str = "cpu", weights: WeightsPolicy | None = None, retry_failed: bool = False,
                      progress: bool = True) -> ExtractReport:
     """Bring the bank up to date for every item of the manifest and every requested extractor,
-    in this process, committing chunk by chunk (see :mod:`featbank.distributed` for many workers)."""
+    in this process, committing chunk by chunk (see :mod:`featbank.extraction.distributed` for many workers)."""
     from tqdm.auto import tqdm
 
     plan = plan_extraction(manifest_path, bank_path, specs, device, weights, retry_failed)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from featbank.demo_data import LABELS, synthesize
-from featbank.metrics import score
-from featbank.orchestrate import extract_manifest
-from featbank.workflow import fit_manifest, predict_manifest
+from featbank.demo.data import LABELS, synthesize
+from featbank.learning.metrics import score
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.learning.workflow import fit_manifest, predict_manifest
 
 DEMO_EXTRACTORS = ["handcrafted", "audio"]
 

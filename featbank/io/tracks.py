@@ -15,9 +15,9 @@ from importlib import resources
 
 import pandas as pd
 
-from featbank.decode import IMAGE_SUFFIXES
+from featbank.extraction.decode import IMAGE_SUFFIXES
 from featbank.errors import ManifestError
-from featbank.manifest import Manifest, row_list
+from featbank.io.manifest import Manifest, row_list
 
 _MEDIA = ("video", "image")
 

@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 
 from featbank.errors import MediaError
-from featbank.manifest import MediaItem, VirtualItem
-from featbank.media import MediaInfo
-from featbank.sampling import Plan
+from featbank.io.manifest import MediaItem, VirtualItem
+from featbank.extraction.media import MediaInfo
+from featbank.extraction.sampling import Plan
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 DECODE_BATCH = 16

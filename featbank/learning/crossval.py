@@ -31,7 +31,7 @@ from sklearn.model_selection import GroupKFold, KFold
 
 import featbank
 from featbank.errors import FeatbankError
-from featbank.metrics import METRICS, score
+from featbank.learning.metrics import METRICS, score
 from regressors import load_learner, make_learner, save_learner
 
 STACK = "stack"
@@ -79,7 +79,7 @@ class CVResult:
 
     ``oof``: long form, one row per (repeat, target, model, sample) with columns repeat, target,
     model, sample, fold, y_true, y_pred. ``scores``: one row per (repeat, target, model) with every
-    metric of :func:`featbank.metrics.score`, computed over all samples of the repeat.
+    metric of :func:`featbank.learning.metrics.score`, computed over all samples of the repeat.
     ``stack_weights`` / ``stack_intercepts``: the meta-learner fitted on repeat 0's full outer OOF
     matrix, per target (empty without stacking); for reading which bases matter, not for scoring.
     """

@@ -1,0 +1,1 @@
+"""The built-in demo: synthesized distorted clips with sound and labels, run end to end."""

@@ -1,0 +1,1 @@
+"""Decode once, sample per extractor, run extractors, commit rows; locally or on dask."""

@@ -1,0 +1,1 @@
+"""Tables in and out: manifests, challenge tracks, imported and exported feature sets."""

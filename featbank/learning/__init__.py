@@ -1,0 +1,1 @@
+"""Feature matrices to scores: metrics, protocols, cross-validation, stacking, reports."""
