@@ -10,7 +10,7 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ("decode_once", "bank_load", "workers", "videval", "protocol_vs_gridsearch", "deep")
+BENCHMARKS = ("decode_once", "bank_load", "workers", "videval", "protocol_vs_gridsearch", "deep", "startup")
 
 
 def main(argv: list[str]) -> int:

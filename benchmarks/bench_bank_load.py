@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featbank.bank.store import OK, ROW_CHUNK, FeatureBank, GroupLayout
+from featbank.bank.schema import GroupLayout, GroupSchema
+from featbank.bank.store import OK, ROW_CHUNK, FeatureBank
 
 KEY = "bench@0000000000"
 WRITE_ROWS = 128 * ROW_CHUNK  # rows per write while building (bounds the build's memory)
@@ -97,8 +98,8 @@ def _build(tmp: Path, n: int, d: int) -> tuple[np.ndarray, Path, Path, Path]:
     bank = FeatureBank(bank_path)
     rows = bank.register([hashlib.sha256(i.to_bytes(8, "little")).digest() for i in range(n)])
     assert (rows == np.arange(n)).all()
-    group = bank.ensure_group(KEY, GroupLayout(pooled_dim=d, max_steps=1, step_dim=1, frames_per_step=0),
-                              {"extractor": "bench", "version": "0", "config": {}})
+    layout = GroupLayout(pooled_dim=d, max_steps=1, step_dim=1, frames_per_step=0)
+    group = bank.ensure_group(KEY, GroupSchema(extractor="bench", spec="bench", version="0", layout=layout))
     for lo in range(0, n, WRITE_ROWS):
         hi = min(n, lo + WRITE_ROWS)
         group["pooled"][lo:hi] = X[lo:hi]

@@ -5,7 +5,7 @@ min-max scaling, an inner 80/20 split (seed ``ceil(6.6 i)``), the 10 x 10 RBF-SV
 RMSE after the 4-parameter logistic on the inner validation part, a refit on the whole training
 part, and SRCC / PLCC on the test part.
 
-(a) featbank: ``featbank.learning.protocols.evaluate`` with the ``svr_grid`` learner, no stack.
+(a) featbank: ``featbank.learning.engine.evaluate`` with the ``svr_grid`` learner, no stack.
 (b) plain: ``Pipeline(MinMaxScaler, SVR)`` in ``GridSearchCV`` with a ``PredefinedSplit`` for the
     inner 80/20 and a ``make_scorer`` of featbank's logistic RMSE, what a user would write by hand.
 
@@ -29,14 +29,15 @@ from sklearn.svm import SVR
 
 from benchmarks import reference_data as videval_data
 from featbank.learning.metrics import rmse, srcc
-from featbank.learning.protocols import evaluate, videval
+from featbank.learning.engine import evaluate
+from featbank.learning.protocols import VidevalProtocol
 from regressors.svr_grid import VIDEVAL_C, VIDEVAL_GAMMA
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 def _featbank(X: np.ndarray, y: np.ndarray, n_splits: int) -> list[float]:
-    result = evaluate({"videval": X}, y, videval(len(y), n_splits), ["svr_grid"], stack=False, n_jobs=1)
+    result = evaluate({"videval": X}, y, ["mos"], ["svr_grid"], VidevalProtocol(n_splits), stack=False, n_jobs=1)
     return result.scores["srcc"].tolist()
 
 
@@ -45,9 +46,10 @@ def _plain(X: np.ndarray, y: np.ndarray, n_splits: int) -> list[float]:
     X = np.where(np.isfinite(X), X, 0.0)
     scorer = make_scorer(lambda t, p: rmse(t, p), greater_is_better=False)
     out = []
-    for split in videval(len(y), n_splits).splits:
-        X_train, y_train = X[split.train], y[split.train]
-        inner_fit, inner_val = train_test_split(np.arange(len(y_train)), test_size=0.2, random_state=split.seed)
+    for rnd in VidevalProtocol(n_splits).rounds(len(y)):
+        train, test = rnd.rows((0,), inside=False), rnd.rows((0,), inside=True)
+        X_train, y_train = X[train], y[train]
+        inner_fit, inner_val = train_test_split(np.arange(len(y_train)), test_size=0.2, random_state=rnd.seed)
         fold = np.full(len(y_train), -1)
         fold[inner_val] = 0
         search = GridSearchCV(
@@ -56,7 +58,7 @@ def _plain(X: np.ndarray, y: np.ndarray, n_splits: int) -> list[float]:
             scoring=scorer, cv=PredefinedSplit(fold), refit=True, n_jobs=1,
         )
         search.fit(X_train, y_train)
-        out.append(srcc(y[split.test], search.predict(X[split.test])))
+        out.append(srcc(y[test], search.predict(X[test])))
     return out
 
 

@@ -1,7 +1,7 @@
 """VIDEVAL's protocol on its released features: svr_grid vs the published medians, and the stack.
 
 For each dataset (KoNViD-1k, LIVE-VQC, YouTube-UGC colour-only) runs
-:func:`featbank.learning.protocols.evaluate` under :func:`featbank.learning.protocols.videval` splits on the one
+:func:`featbank.learning.engine.evaluate` under :class:`featbank.learning.protocols.VidevalProtocol` splits on the one
 60-d ``videval`` block and prints, per model, the median (std) SRCC and PLCC over splits next to
 the published SVR medians, the stack's paired gain over svr_grid (median of per-split differences,
 share of splits won) and the wall time. ``--out DIR`` saves each dataset's result
@@ -25,27 +25,28 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import reference_data as videval_data
-from featbank.learning.crossval import STACK
-from featbank.learning.protocols import EvalResult, evaluate, videval
+from featbank.learning.engine import evaluate
+from featbank.learning.protocols import VidevalProtocol
+from featbank.learning.results import STACK, Evaluation
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
-def _report(dataset: str, result: EvalResult, seconds: float) -> None:
+def _report(dataset: str, result: Evaluation, seconds: float) -> None:
     published = videval_data.PUBLISHED[dataset]
     scores = result.scores
-    print(f"\n{dataset}: {len(result.protocol.splits)} splits, n={result.protocol.n}, {seconds:.0f} s wall")
+    print(f"\n{dataset}: {len(result.rounds)} splits, n={result.n}, {seconds:.0f} s wall")
     print(f"  published SVR       SRCC {published['srcc']:.4f} ({published['srcc_std']:.4f})  "
           f"PLCC {published['plcc']:.4f} ({published['plcc_std']:.4f})")  # fmt: skip
     for row in result.summary().itertuples():
         print(f"  {row.model:<20}SRCC {row.srcc_median:.4f} ({row.srcc_std:.4f})  "
               f"PLCC {row.plcc_logistic_median:.4f} ({row.plcc_logistic_std:.4f})")  # fmt: skip
-    svr = scores[scores["model"] == "videval/svr_grid"].set_index("split")["srcc"]
+    svr = scores[scores["model"] == "videval/svr_grid"].set_index("round")["srcc"]
     if STACK in set(scores["model"]) and len(svr):
-        stack = scores[scores["model"] == STACK].set_index("split")["srcc"]
+        stack = scores[scores["model"] == STACK].set_index("round")["srcc"]
         gain = (stack - svr).to_numpy()
         print(f"  stack - svr_grid SRCC per split: median {np.median(gain):+.4f}, won {np.mean(gain > 0):.0%} of splits")
-        weights = result.stack_weights.drop(columns=["split", "intercept"]).median()
+        weights = result.stack_weights[result.bases].median()
         print("  median stack weights: " + ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in weights.items()))
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> int:
     for dataset in args.datasets.split(","):
         X, y = videval_data.load(folder, dataset, nan_to_zero=args.nan_to_zero)
         start = time.perf_counter()
-        result = evaluate({"videval": X}, y, videval(len(y), args.splits), args.learners.split(","),
+        result = evaluate({"videval": X}, y, ["mos"], args.learners.split(","), VidevalProtocol(args.splits),
                           stack=not args.no_stack, n_jobs=args.jobs)  # fmt: skip
         _report(dataset, result, time.perf_counter() - start)
         if args.out is not None:

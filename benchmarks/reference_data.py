@@ -5,7 +5,9 @@ files, and its README (= the paper) publishes medians over 100 random 80/20 spli
 reference :func:`featbank.learning.protocols.videval` and the ``svr_grid`` learner are checked against.
 
 Loading follows the authors' script: MOS column per dataset, and on YouTube-UGC the 57 grayscale
-videos removed (1-based indices from ``demo_eval_BVQA_feats_one_dataset.py``), leaving 1323.
+videos removed, leaving 1323: the shipped subset ``youtube_ugc_color``
+(``manifests/subsets/youtube_ugc_color.toml``, the list of ``demo_eval_BVQA_feats_one_dataset.py``),
+the same one ``featbank import --subset youtube_ugc_color`` applies.
 NaN/Inf features are returned as they are (the authors set them to 0; featbank's pipelines impute
 the training median instead); pass ``nan_to_zero=True`` for the authors' choice.
 """
@@ -19,6 +21,7 @@ import pandas as pd
 from scipy.io import loadmat
 
 from featbank.errors import FeatbankError
+from featbank.io.subsets import load_subset
 
 DATASETS: dict[str, str] = {"KONVID_1K": "mos", "LIVE_VQC": "MOS", "YOUTUBE_UGC": "MOSFull"}
 """Dataset name (as in the file names) -> MOS column of its ``*_metadata.csv``."""
@@ -30,12 +33,8 @@ PUBLISHED: dict[str, dict[str, float]] = {
 }
 """VIDEVAL + SVR, median (and std) over 100 splits: VIDEVAL README / BVQA_Benchmark README."""
 
-YOUTUBE_UGC_GRAYSCALE: tuple[int, ...] = (
-    3, 6, 10, 22, 23, 46, 51, 52, 68, 74, 77, 99, 103, 122, 136, 141, 158, 173, 368, 426, 467, 477,
-    506, 563, 594, 639, 654, 657, 666, 670, 671, 681, 690, 697, 702, 703, 710, 726, 736, 764, 768,
-    777, 786, 796, 977, 990, 1012, 1015, 1023, 1091, 1118, 1205, 1282, 1312, 1336, 1344, 1380,
-)  # fmt: skip
-"""1-based rows of the 57 grayscale YouTube-UGC videos VIDEVAL leaves out ("YouTube-UGCc")."""
+COLOUR_ONLY: dict[str, str] = {"YOUTUBE_UGC": "youtube_ugc_color"}
+"""Dataset -> the shipped subset VIDEVAL's published numbers use (YouTube-UGCc: colour videos only)."""
 
 
 def load(folder: str | Path, dataset: str, nan_to_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -44,12 +43,13 @@ def load(folder: str | Path, dataset: str, nan_to_zero: bool = False) -> tuple[n
         raise FeatbankError(f"unknown VIDEVAL dataset {dataset!r}; known: {', '.join(DATASETS)}")
     folder = Path(folder)
     X = np.asarray(loadmat(folder / f"{dataset}_VIDEVAL_feats.mat")["feats_mat"], dtype=np.float64)
-    y = pd.read_csv(folder / f"{dataset}_metadata.csv")[DATASETS[dataset]].to_numpy(dtype=np.float64)
+    metadata = pd.read_csv(folder / f"{dataset}_metadata.csv")
+    y = metadata[DATASETS[dataset]].to_numpy(dtype=np.float64)
     if X.shape[0] != y.shape[0]:
         raise FeatbankError(f"{dataset}: {X.shape[0]} feature rows but {y.shape[0]} MOS values")
-    if dataset == "YOUTUBE_UGC":
-        keep = np.ones(len(y), dtype=bool)
-        keep[np.array(YOUTUBE_UGC_GRAYSCALE) - 1] = False
+    if dataset in COLOUR_ONLY:
+        subset = load_subset(COLOUR_ONLY[dataset])
+        keep = np.asarray(subset.keep(metadata[subset.id_column].astype(str).tolist(), len(y)))
         X, y = X[keep], y[keep]
     if nan_to_zero:
         X = np.where(np.isfinite(X), X, 0.0)

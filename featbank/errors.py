@@ -36,3 +36,16 @@ class MediaError(FeatbankError):
     """One item cannot be decoded. Extraction records it per item and carries on."""
 
     exit_code = 5
+
+
+class SubmissionError(FeatbankError):
+    """A submission, label or pair file cannot be scored or written as the organisers expect
+    (missing, duplicate or NaN items, unknown pair items, labels out of range): bad input, exit 2."""
+
+    exit_code = 2
+
+
+class UsageError(FeatbankError):
+    """Options that contradict each other or name nothing valid; exit 2 like argparse's own errors."""
+
+    exit_code = 2

@@ -1,1 +1,2 @@
-"""Track definitions (``tracks/*.toml``) and example manifests (``examples/*.csv``), shipped as data."""
+"""Track definitions (``tracks/*.toml``), example manifests (``examples/*.csv``) and published item
+subsets (``subsets/*.toml``, see :mod:`featbank.io.subsets`), shipped as data."""

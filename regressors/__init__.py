@@ -1,8 +1,72 @@
-"""Regressors mapping banked features to MOS: named sklearn pipelines, a torch MLP head, safe persistence."""
+"""Regressors mapping banked features to MOS: named sklearn pipelines, a torch MLP head, safe persistence.
 
-from regressors.learners import LEARNERS, make_learner
-from regressors.mlp import MLPHeadRegressor
-from regressors.persist import load_learner, save_learner
-from regressors.svr_grid import SVRGridRegressor
+:data:`LEARNERS` is a static table, so listing learner names (the CLI's help, argument checks)
+imports neither scikit-learn, LightGBM nor torch. Each entry also names the classes a fitted model
+of that learner contains: :mod:`regressors.persist` derives its load allowlist from this table, so
+a learner cannot be added without saying what its saved files hold, and tests/test_registry.py
+round-trips every entry through save and load.
+"""
 
-__all__ = ["LEARNERS", "MLPHeadRegressor", "SVRGridRegressor", "load_learner", "make_learner", "save_learner"]
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LearnerEntry:
+    """Where a learner is built and what a fitted one is made of."""
+
+    factory: str
+    """``module:function`` taking ``random_state`` and returning the unfitted model."""
+    types: tuple[str, ...]
+    """Dotted import paths of every class a fitted model holds, besides the pipeline around it."""
+
+
+PIPELINE_TYPES: tuple[str, ...] = (
+    "sklearn.pipeline.Pipeline",
+    "sklearn.impute.SimpleImputer",
+    "sklearn.preprocessing.StandardScaler",
+)
+"""The ``impute -> scale -> model`` pipeline :func:`make_learner` wraps every model in."""
+
+_STANDARDISED_TARGET = ("sklearn.compose.TransformedTargetRegressor", "sklearn.preprocessing.StandardScaler")
+
+LEARNER_TABLE: dict[str, LearnerEntry] = {
+    "svr": LearnerEntry("regressors.learners:svr", (*_STANDARDISED_TARGET, "sklearn.svm.SVR")),
+    "svr_grid": LearnerEntry("regressors.learners:svr_grid", (
+        "regressors.svr_grid.SVRGridRegressor", "sklearn.preprocessing.MinMaxScaler", "sklearn.svm.SVR")),
+    "elasticnet": LearnerEntry("regressors.learners:elasticnet", ("sklearn.linear_model.ElasticNetCV",)),
+    "lightgbm": LearnerEntry("regressors.learners:lightgbm", ("lightgbm.LGBMRegressor", "lightgbm.Booster")),
+    "mlp": LearnerEntry("regressors.learners:mlp", ("regressors.mlp.MLPHeadRegressor",)),
+    "krr": LearnerEntry("regressors.learners:krr", (*_STANDARDISED_TARGET, "sklearn.kernel_ridge.KernelRidge")),
+    "ridge": LearnerEntry("regressors.learners:ridge", ("sklearn.linear_model.RidgeCV",)),
+}
+"""Learner name -> its entry. Add a new learner here (and its factory in regressors.learners)."""
+
+LEARNERS: tuple[str, ...] = tuple(LEARNER_TABLE)
+"""Valid names for :func:`make_learner`."""
+
+# Imported on first use: each pulls in scikit-learn, and the MLP torch.
+_LAZY = {
+    "make_learner": "regressors.learners",
+    "load_learner": "regressors.persist",
+    "save_learner": "regressors.persist",
+    "MLPHeadRegressor": "regressors.mlp",
+    "SVRGridRegressor": "regressors.svr_grid",
+}
+
+__all__ = ["LEARNERS", "LEARNER_TABLE", "LearnerEntry", "PIPELINE_TYPES", *_LAZY]
+
+
+def resolve(path: str) -> Any:
+    """The object a ``module.attr`` or ``module:attr`` path names, importing its module."""
+    module, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'regressors' has no attribute {name!r}")

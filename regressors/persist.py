@@ -3,7 +3,8 @@
 A fitted model is often shared as a file, and unpickling a file runs whatever code it names. The
 skops format instead stores a JSON schema plus numpy arrays and only instantiates types the
 loader trusts. skops on its own trusts every scikit-learn class; here the trust is narrowed to an
-explicit allowlist: the types that :func:`regressors.make_learner` pipelines actually contain.
+explicit allowlist: the types that :func:`regressors.make_learner` pipelines actually contain,
+as declared per learner in :data:`regressors.LEARNER_TABLE`.
 Every type a file references is read from its schema and checked before anything is built.
 """
 
@@ -13,40 +14,37 @@ import io
 import json
 import zipfile
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import skops.io as sio
-from lightgbm import Booster, LGBMRegressor
-from sklearn.compose import TransformedTargetRegressor
-from sklearn.impute import SimpleImputer
-from sklearn.kernel_ridge import KernelRidge
-from sklearn.linear_model import ElasticNetCV, RidgeCV
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
-from sklearn.svm import SVR
 
 from featbank.errors import FeatbankError
-from regressors.mlp import MLPHeadRegressor
-from regressors.svr_grid import SVRGridRegressor
+from regressors import LEARNER_TABLE, LEARNERS, PIPELINE_TYPES, resolve
 
-_TRUSTED_CLASSES: tuple[type, ...] = (
-    # containers and scalars that skops encodes structurally
+_STRUCTURAL_CLASSES: tuple[type, ...] = (
     dict, list, tuple, str, int, float, bool, type(None), OrderedDict, defaultdict,
     np.ndarray, np.dtype, np.float64, np.float32, np.int64, np.int32, np.bool_,
-    # make_learner's pipeline parts
-    Pipeline, SimpleImputer, StandardScaler, TransformedTargetRegressor,
-    SVR, ElasticNetCV, LGBMRegressor, Booster, KernelRidge, RidgeCV, MLPHeadRegressor,
-    SVRGridRegressor, MinMaxScaler,
 )  # fmt: skip
+"""Containers and scalars that skops encodes structurally, in any learner file."""
 
-TRUSTED_TYPES: frozenset[str] = frozenset(f"{c.__module__}.{c.__qualname__}" for c in _TRUSTED_CLASSES)
-"""Fully qualified names of the only types a learner file may reference.
 
-Derived from the classes themselves so that a library moving a class between private modules
-does not silently change what is trusted.
-"""
+def trusted_types(learners: Iterable[str] = LEARNERS) -> frozenset[str]:
+    """Fully qualified names of the only types a file of one of ``learners`` may reference.
+
+    Taken from :data:`regressors.LEARNER_TABLE`, the same table :func:`regressors.make_learner`
+    builds from, and derived from the classes themselves (imported here) so that a library moving a
+    class between private modules does not silently change what is trusted.
+    """
+    paths = {*PIPELINE_TYPES, *(path for name in learners for path in LEARNER_TABLE[name].types)}
+    classes = [*_STRUCTURAL_CLASSES, *(resolve(path) for path in sorted(paths))]
+    return frozenset(f"{c.__module__}.{c.__qualname__}" for c in classes)
+
+
+TRUSTED_TYPES: frozenset[str] = trusted_types()
+"""What :func:`load_learner` accepts: the union over every registered learner."""
 
 
 def _referenced_types(data: bytes, source: str) -> set[str]:

@@ -7,7 +7,9 @@ files each command promises, and that bad input is reported with the documented 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import pytest
 
 from featbank.cli import main
 from featbank.demo.data import synthesize
+from featbank.learning.protocols import load_rounds
 
 FAST = ["--learners", "ridge,svr", "--jobs", "1", "--no-progress"]
 
@@ -72,9 +75,11 @@ def test_fit_then_predict_writes_models_reports_and_a_submission(track, extracte
     out = capsys.readouterr().out
     assert code == 0
     assert "1 item(s) left out because extraction failed (e.g. corrupt" in out
-    for name in ("oof.csv", "scores.csv", "summary.csv", "report.md", "model/ensemble.json"):
+    assert "protocol `kfold:5x1`: 5-fold cross-validation" in out and "grouped by `group`" in out
+    for name in ("predictions.csv", "scores.csv", "summary.csv", "splits.npz", "run.json", "report.md",
+                 "model/ensemble.json"):
         assert (run / name).is_file(), name
-    oof = pd.read_csv(run / "oof.csv")
+    oof = pd.read_csv(run / "predictions.csv")
     assert set(oof["target"]) == {"blur", "overall"} and "stack" in set(oof["model"])
     assert set(oof["video_id"]) == set(pd.read_csv(track / "manifest.csv")["video_id"])
     # grouped folds: every source sits in exactly one fold
@@ -174,17 +179,49 @@ def test_workers_0_extracts_in_process(track, tmp_path, capsys):
 def test_evaluate_saves_splits_and_scores_bases_and_stack_side_by_side(track, extracted, tmp_path, capsys):
     run = tmp_path / "eval"
     code = main(["evaluate", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
-                 "--targets", "temporal", "--protocol", "kfold:2x2", "--stack", "--bank", str(extracted),
+                 "--targets", "temporal", "--protocol", "kfold:3x2", "--stack", "--bank", str(extracted),
                  "--out", str(run), *FAST])
-    assert code == 0 and "median ± std over splits" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "median ± std over rounds" in out and "handcrafted/ridge" in out  # readable names
     summary = pd.read_csv(run / "summary.csv")
     assert sorted(m.split("@")[0] + "/" + m.split("/")[-1] if "/" in m else m for m in summary["model"]) == \
         ["handcrafted/ridge", "handcrafted/svr", "stack"]
-    assert (summary["splits"] == 4).all()  # 2 folds x 2 repeats
-    with np.load(run / "splits.npz") as splits:  # grouped: no source on both sides of a split
-        ids = pd.read_csv(track / "manifest.csv")["group"].to_numpy()
-        for i in range(4):
-            assert not set(ids[splits[f"train_{i}"]]) & set(ids[splits[f"test_{i}"]])
+    assert (summary["rounds"] == 2).all()  # 2 repeats of 3 folds
+    assert json.loads((run / "run.json").read_text())["splits"] == 6
+    ids = pd.read_csv(track / "manifest.csv")["group"].to_numpy()
+    protocol = load_rounds(run / "splits.npz")
+    for train, test in protocol.split(np.empty(len(ids))):  # grouped: no source on both sides of a split
+        assert not set(ids[train]) & set(ids[test])
+    assert "# featbank evaluate report" in (run / "report.md").read_text()
+
+
+def test_fit_on_random_splits_with_a_joined_block_then_predict(track, extracted, tmp_path, capsys):
+    run = tmp_path / "random"
+    code = main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted+audio,audio",
+                 "--targets", "overall", "--protocol", "random:3:0.6", "--stack", "--bank", str(extracted),
+                 "--out", str(run), *FAST])
+    assert code == 0, capsys.readouterr().err
+    summary = pd.read_csv(run / "summary.csv")
+    joined = [m for m in summary["model"] if "+" in m]
+    assert len(joined) == 2 and all(m.startswith("handcrafted@") and "+audio@" in m for m in joined)
+    assert (summary["rounds"] == 3).all()
+    ensemble = json.loads((run / "model" / "ensemble.json").read_text())
+    dims = ensemble["blocks"]
+    joined_key = next(k for k in dims if "+" in k)
+    audio_key = next(k for k in dims if "+" not in k)
+    assert joined_key.endswith("+" + audio_key) and dims[joined_key] > dims[audio_key]  # audio's columns and more
+    submission = tmp_path / "sub.csv"
+    assert main(["predict", "--manifest", str(track / "manifest.csv"), "--model", str(run / "model"),
+                 "--out", str(submission), "--bank", str(extracted), "--no-progress"]) == 0
+    assert np.isfinite(pd.read_csv(submission)["overall"]).all()
+
+
+def test_protocol_and_folds_together_are_a_usage_error(track, extracted, tmp_path, capsys):
+    assert main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
+                 "--protocol", "kfold:3", "--folds", "4", "--bank", str(extracted),
+                 "--out", str(tmp_path / "x"), *FAST]) == 2
+    assert "either --protocol or --folds" in capsys.readouterr().err
 
 
 def test_evaluate_holdout_and_bad_protocols(track, extracted, tmp_path, capsys):
@@ -201,3 +238,33 @@ def test_evaluate_holdout_and_bad_protocols(track, extracted, tmp_path, capsys):
         assert main(["evaluate", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
                      "--protocol", spec, "--bank", str(extracted), "--out", str(tmp_path / "x"), *FAST]) in (1, 2)
         assert "protocol" in capsys.readouterr().err or spec.startswith("holdout:missing")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _prepared_venv() -> bool:
+    """run.sh would (re)install the venv when its stamp is stale: too slow, and networked, for a test."""
+    stamp = REPO / ".venv" / ".featbank-installed"
+    if not stamp.is_file():
+        return False
+    want = subprocess.run("cat setup.cfg pyproject.toml | sha256sum | cut -c1-16", shell=True, cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    return stamp.read_text().strip() == want
+
+
+@pytest.mark.skipif(not _prepared_venv(), reason="run.sh needs a prepared .venv (./run.sh once)")
+def test_run_sh_keeps_relative_paths_and_the_default_bank_in_the_callers_folder(tmp_path):
+    np.save(tmp_path / "f.npy", np.arange(24, dtype=np.float32).reshape(6, 4))
+    pd.DataFrame({"id": list("abcdef"), "mos": np.linspace(1, 5, 6)}).to_csv(tmp_path / "l.csv", index=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("FEATBANK_BANK", "FEATBANK_VENV")}
+    run_sh = str(REPO / "run.sh")
+    imported = subprocess.run([run_sh, "featbank", "import", "--features", "f.npy", "--labels", "l.csv",
+                               "--id-column", "id", "--name", "tiny", "--manifest-out", "m.csv"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    assert (tmp_path / "featbank.zarr").is_dir() and (tmp_path / "m.csv").is_file()
+    assert not (REPO / "m.csv").exists()
+    checked = subprocess.run([run_sh, "featbank", "check", "--manifest", "m.csv"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0 and "6 items" in checked.stdout, checked.stderr

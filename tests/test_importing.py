@@ -8,6 +8,7 @@ media) yet flow through manifest → bank → fit unchanged; export round-trips 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import h5py
@@ -17,6 +18,7 @@ import pytest
 import scipy.io
 
 import extractors
+import featbank.io.subsets
 from featbank.bank.store import FAILED, OK, FeatureBank
 from featbank.cli import main
 from featbank.errors import BankError, FeatbankError, ManifestError
@@ -25,6 +27,7 @@ from featbank.extraction.item import extract_item
 from featbank.bank.matrix import load_blocks, resolve_key
 from featbank.bank.hashing import digest_paths, file_digest, virtual_digest
 from featbank.io.importing import import_features, read_feature_matrix
+from featbank.io.subsets import available_subsets, load_subset
 from featbank.io.manifest import VirtualItem, item_text, load_manifest, media_item
 from featbank.extraction.orchestrate import extract_manifest
 
@@ -300,6 +303,232 @@ def test_cli_import_then_fit_and_name_resolution(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------- column and item selection
+def text_table(tmp_path: Path) -> Path:
+    """THQA-like: an id, a text column, numeric meta columns and features, labels in the same file."""
+    path = tmp_path / "mixed.csv"
+    pd.DataFrame({"Image": IDS, "frame": ["0.png", "1.png", "x", "3.png"], **dict(zip(NAMES, X.T)),
+                  "meta_w": [1, 2, 3, 4], "meta_h": [5, 6, 7, 8], "Score": [1.0, 2.0, 3.0, 4.0]}
+                 ).to_csv(path, index=False)
+    return path
+
+
+def test_feature_and_exclude_columns_pick_features_by_name_or_glob(tmp_path):
+    path = text_table(tmp_path)
+    with pytest.raises(FeatbankError, match=r"non-numeric column.s. Image .e.g. 'v0' on line 2., frame .e.g. "
+                                            r"'0.png' on line 2.: leave text columns out with --exclude-columns"):
+        read_feature_matrix(path)
+    got, names, ids = read_feature_matrix(path, id_column="Image", exclude_columns=["frame", "meta_*", "Score"])
+    assert names == NAMES and ids == IDS
+    np.testing.assert_array_equal(got, X)
+    got, names, _ = read_feature_matrix(path, id_column="Image", feature_columns=["colour", "s*"])
+    assert names == ["sharp", "colour"]  # file order, whatever the order of the patterns
+    np.testing.assert_array_equal(got, X[:, [0, 2]])
+    with pytest.raises(FeatbankError, match=r"no feature column matches 'sharpness' \(close: sharp\)"):
+        read_feature_matrix(path, id_column="Image", feature_columns=["sharpness"])
+    with pytest.raises(FeatbankError, match=r"--exclude-columns 'fram' matches no column \(close: frame\)"):
+        read_feature_matrix(path, id_column="Image", exclude_columns=["fram"])
+    with pytest.raises(FeatbankError, match=r"non-numeric column.s. frame .e.g. '0.png' on line 2.: every picked "
+                                            r"feature column must be numeric"):
+        read_feature_matrix(path, id_column="Image", feature_columns=["frame", "sharp"])
+    with pytest.raises(FeatbankError, match="column 'Image' is the id column .--id-column., not a feature"):
+        read_feature_matrix(path, id_column="Image", feature_columns=["Image"])
+    with pytest.raises(FeatbankError, match="no feature column left"):
+        read_feature_matrix(path, id_column="Image", feature_columns=["sharp"], exclude_columns=["s*"])
+    np.save(tmp_path / "f.npy", X)  # unnamed columns are f0, f1, ...
+    got, names, _ = read_feature_matrix(tmp_path / "f.npy", feature_columns=["f0", "f2"])
+    assert names == ["f0", "f2"]
+    np.testing.assert_array_equal(got, X[:, [0, 2]])
+    # in one file with the labels, the label column is never a feature, and each pick is its own group
+    full = import_features(tmp_path / "b.zarr", tmp_path / "m.csv", path, path, "thqa", id_column="Image",
+                           label_columns=["Score"], exclude_columns=["frame", "meta_*"])
+    picked = import_features(tmp_path / "b.zarr", tmp_path / "m.csv", path, path, "thqa", id_column="Image",
+                             label_columns=["Score"], feature_columns=["sharp", "colour"])
+    assert (full.n_features, picked.n_features) == (3, 2) and full.key != picked.key
+    table = pd.read_csv(tmp_path / "m.csv")  # columns that are no feature are kept as information
+    assert table.columns.tolist() == ["video_id", "path", "Score", "meta_frame", "meta_noise", "meta_w", "meta_h"]
+    with pytest.raises(FeatbankError, match="column 'Score' is a label or group column, not a feature"):
+        import_features(tmp_path / "b.zarr", tmp_path / "m.csv", path, path, "thqa", id_column="Image",
+                        label_columns=["Score"], feature_columns=["sharp", "Score"])
+
+
+THQA_IDS = ["1_voice_en_35042678_ahead", "1_voice_en_35042678_dinet", "2_voice_en_35042678_ahead",
+            "2_voice_en_35087734_sad"]
+
+
+def test_group_from_id_takes_the_first_capture_group(tmp_path):
+    np.save(tmp_path / "f.npy", X)
+    labels = labels_csv(tmp_path, ids=THQA_IDS)
+    args = (tmp_path / "b.zarr", tmp_path / "m.csv", tmp_path / "f.npy", labels, "deep")
+    report = import_features(*args, id_column="vid", group_from_id=r"^(\d+)_")
+    assert load_manifest(tmp_path / "m.csv").groups.tolist() == ["1", "1", "2", "2"] and report.groups == 2
+    assert "groups: 2" in report.text
+    import_features(*args, id_column="vid", group_from_id=r"^(.+)_[a-z]+$")  # source = portrait + speech
+    assert load_manifest(tmp_path / "m.csv").groups.nunique() == 3
+    with pytest.raises(FeatbankError, match=r"does not match .or captures nothing in. 2 of 4 ids, e.g. "
+                                            r"2_voice_en_35042678_ahead, 2_voice_en_35087734_sad"):
+        import_features(*args, id_column="vid", group_from_id=r"^(1)_")
+    with pytest.raises(FeatbankError, match="has no capture group: put the group part of the id in parentheses"):
+        import_features(*args, id_column="vid", group_from_id=r"^\d+_")
+    with pytest.raises(FeatbankError, match="is not a valid regular expression"):
+        import_features(*args, id_column="vid", group_from_id=r"^(\d+_")
+    with pytest.raises(FeatbankError, match="needs item ids: name the id column with --id-column"):
+        import_features(*args, group_from_id=r"^(\d+)_")
+    with pytest.raises(FeatbankError, match="--group-column.*or from the id .--group-from-id., not both"):
+        import_features(*args, id_column="vid", group_column="vid", group_from_id=r"^(\d+)_")
+
+
+def published_like(tmp_path: Path, subset) -> tuple[Path, list[str]]:
+    """A synthetic label file of ``subset.total`` items whose listed rows hold the listed ids."""
+    ids = [f"other-{i:04d}" for i in range(subset.total)]
+    for row, vid in zip(subset.drop_rows, subset.drop_ids):
+        ids[row - 1] = vid
+    path = tmp_path / "published.csv"
+    pd.DataFrame({"vid": ids, "MOSFull": np.linspace(1.0, 5.0, subset.total)}).to_csv(path, index=False)
+    return path, ids
+
+
+def test_published_subset_drops_the_listed_items_by_id_or_by_row(tmp_path):
+    assert "youtube_ugc_color" in available_subsets()
+    subset = load_subset("youtube_ugc_color")
+    assert (subset.total, subset.count, len(subset.drop_ids)) == (1380, 1323, 57)
+    labels, ids = published_like(tmp_path, subset)
+    feats = np.random.default_rng(0).normal(size=(subset.total, 3))
+    np.save(tmp_path / "f.npy", feats)
+    kept = [v for v in ids if not v.startswith("other-")] == list(subset.drop_ids)  # listed rows hold listed ids
+    assert kept
+    common = dict(label_columns=["MOSFull"], subset="youtube_ugc_color")
+    by_id = import_features(tmp_path / "b.zarr", tmp_path / "id.csv", tmp_path / "f.npy", labels, "deep",
+                            id_column="vid", **common)
+    assert by_id.items == 1323 and "subset youtube_ugc_color: 57 items left out" in by_id.text
+    manifest = load_manifest(tmp_path / "id.csv")
+    assert set(manifest.video_ids) == set(ids) - set(subset.drop_ids)
+    fb = load_blocks(FeatureBank(tmp_path / "b.zarr", mode="r"), manifest, ["deep"])
+    keep = ~np.isin(ids, subset.drop_ids)
+    np.testing.assert_array_equal(fb.blocks[by_id.key], feats[keep].astype(np.float32))
+    np.testing.assert_array_equal(manifest.labels(["MOSFull"])["MOSFull"], np.linspace(1.0, 5.0, 1380)[keep])
+    # without ids the published 1-based rows apply: the same items, named by their row number
+    pd.read_csv(labels)[["MOSFull"]].to_csv(tmp_path / "mos_only.csv", index=False)
+    by_row = import_features(tmp_path / "b.zarr", tmp_path / "row.csv", tmp_path / "f.npy",
+                             tmp_path / "mos_only.csv", "deep", **common)
+    rows = load_manifest(tmp_path / "row.csv").video_ids
+    assert by_row.items == 1323 and rows == [str(i) for i in np.flatnonzero(keep)]
+    np.save(tmp_path / "short.npy", feats[:100])
+    with pytest.raises(FeatbankError, match="lists rows of the 1380 items of YouTube-UGC.*this import has 100 items"):
+        import_features(tmp_path / "b.zarr", tmp_path / "x.csv", tmp_path / "short.npy", None, "deep",
+                        subset="youtube_ugc_color")
+    with pytest.raises(FeatbankError, match=r"57 of its 57 ids are not among the imported items \(e.g. "
+                                            r"Animation_1080P-0c4f.*its 'vid' column"):
+        import_features(tmp_path / "b.zarr", tmp_path / "x.csv", files_csv(tmp_path), labels_csv(tmp_path),
+                        "hc", id_column="name", label_id_column="vid", subset="youtube_ugc_color")
+    with pytest.raises(FeatbankError, match="unknown subset 'ugc'; subsets: .*youtube_ugc_color"):
+        import_features(tmp_path / "b.zarr", tmp_path / "x.csv", tmp_path / "f.npy", labels, "deep",
+                        id_column="vid", subset="ugc", label_columns=["MOSFull"])
+
+
+def files_csv(tmp_path: Path) -> Path:
+    pd.DataFrame(X, columns=NAMES).assign(name=IDS).to_csv(tmp_path / "f.csv", index=False)
+    return tmp_path / "f.csv"
+
+
+def test_an_inconsistent_subset_file_is_refused(tmp_path, monkeypatch):
+    text = (resources.files("manifests") / "subsets" / "youtube_ugc_color.toml").read_text()
+    text = text.replace("count = 1323", "count = 1322")
+    (tmp_path / "bad.toml").write_text(text)
+    monkeypatch.setattr(featbank.io.subsets, "_subset_files", lambda: {"bad": tmp_path / "bad.toml"})
+    with pytest.raises(FeatbankError, match="subset file bad.toml is inconsistent: total - count = 58, 57 drop_rows"):
+        load_subset("bad")
+
+
+def test_keep_and_drop_id_lists(tmp_path):
+    csv = files_csv(tmp_path)
+    args = (tmp_path / "b.zarr", tmp_path / "m.csv", csv, labels_csv(tmp_path), "hc")
+    ids = dict(id_column="name", label_id_column="vid")
+    (tmp_path / "keep.txt").write_text("# the test list\nv3\n\nv1\n")
+    report = import_features(*args, **ids, keep_ids=tmp_path / "keep.txt")
+    assert load_manifest(tmp_path / "m.csv").video_ids == ["v1", "v3"]  # the items' order, not the list's
+    assert f"--keep-ids {tmp_path / 'keep.txt'}: 2 items left out" in report.text
+    pd.DataFrame({"Video": ["v0"], "other": [1]}).to_csv(tmp_path / "drop.csv", index=False)  # first column
+    import_features(*args, **ids, keep_ids=tmp_path / "keep.txt", drop_ids=tmp_path / "drop.csv")
+    import_features(*args, **ids, drop_ids=tmp_path / "drop.csv")
+    assert load_manifest(tmp_path / "m.csv").video_ids == ["v1", "v2", "v3"]
+    (tmp_path / "typo.txt").write_text("v1\nv03\nv9\n")
+    with pytest.raises(FeatbankError, match=r"--keep-ids .*typo.txt: 2 of its ids are not among the 4 items "
+                                            r"\(e.g. v03, v9\); items close to 'v03': v3, v0"):
+        import_features(*args, **ids, keep_ids=tmp_path / "typo.txt")
+    with pytest.raises(FeatbankError, match="--drop-ids needs item ids"):
+        import_features(tmp_path / "b.zarr", tmp_path / "m.csv", tmp_path / "f.csv", None, "hc",
+                        exclude_columns=["name"], drop_ids=tmp_path / "drop.csv")
+    (tmp_path / "all.txt").write_text("\n".join(IDS))
+    with pytest.raises(FeatbankError, match="no item is left after --drop-ids"):
+        import_features(*args, **ids, drop_ids=tmp_path / "all.txt")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(FeatbankError, match="id list .*empty.txt holds no ids"):
+        import_features(*args, **ids, drop_ids=tmp_path / "empty.txt")
+    with pytest.raises(FeatbankError, match="id list .*nope.txt does not exist"):
+        import_features(*args, **ids, keep_ids=tmp_path / "nope.txt")
+
+
+def test_imports_without_labels_serve_predict_and_fit_refuses_them(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(40, 3))
+    ids = [f"c{i:02d}" for i in range(40)]
+    pd.DataFrame(feats, columns=NAMES).assign(id=ids, mos=feats @ [1.0, -1.0, 0.5]).to_csv(tmp_path / "all.csv",
+                                                                                         index=False)
+    bank = str(tmp_path / "b.zarr")
+    common = ["--features", str(tmp_path / "all.csv"), "--id-column", "id", "--exclude-columns", "mos",
+              "--name", "hc", "--dataset", "toy", "--bank", bank]
+    (tmp_path / "train.txt").write_text("\n".join(ids[:30]))
+    (tmp_path / "test.txt").write_text("\n".join(ids[30:]))
+    assert main(["import", *common, "--labels", str(tmp_path / "all.csv"), "--label-columns", "mos",
+                 "--keep-ids", str(tmp_path / "train.txt"), "--manifest-out", str(tmp_path / "train.csv")]) == 0
+    # the test list: no --labels; the feature file's ids define the items
+    assert main(["import", *common, "--keep-ids", str(tmp_path / "test.txt"),
+                 "--manifest-out", str(tmp_path / "test.csv")]) == 0
+    assert "no labels: the items serve predict and export" in capsys.readouterr().out
+    test = load_manifest(tmp_path / "test.csv")
+    assert test.label_columns == [] and test.video_ids == ids[30:]
+    assert pd.read_csv(tmp_path / "test.csv").columns.tolist() == ["video_id", "path"]
+    assert main(["check", "--manifest", str(tmp_path / "test.csv"), "--track", "thqa"]) == 0  # a test list
+    assert main(["fit", "--manifest", str(tmp_path / "test.csv"), "--features", "hc", "--bank", bank,
+                 "--out", str(tmp_path / "nofit"), *FIT]) == 2
+    assert "has no label columns to fit" in capsys.readouterr().err
+    assert main(["fit", "--manifest", str(tmp_path / "train.csv"), "--features", "hc", "--bank", bank,
+                 "--out", str(tmp_path / "fit"), *FIT]) == 0
+    assert main(["predict", "--manifest", str(tmp_path / "test.csv"), "--model", str(tmp_path / "fit" / "model"),
+                 "--out", str(tmp_path / "sub.csv"), "--bank", bank, "--no-progress"]) == 0
+    sub = pd.read_csv(tmp_path / "sub.csv")
+    assert sub["video_id"].tolist() == ids[30:] and sub["mos"].notna().all()
+
+
+def test_an_id_list_without_numeric_columns_gives_unlabelled_items(tmp_path):
+    np.save(tmp_path / "f.npy", X)
+    pd.DataFrame({"Video": [f"{v}.mp4" for v in IDS]}).to_csv(tmp_path / "testlist.csv", index=False)
+    report = import_features(tmp_path / "b.zarr", tmp_path / "m.csv", tmp_path / "f.npy", tmp_path / "testlist.csv",
+                             "deep", id_column="Video")  # rows matched by order: the .npy has no ids
+    assert report.label_columns == [] and load_manifest(tmp_path / "m.csv").video_ids == [f"{v}.mp4" for v in IDS]
+    report = import_features(tmp_path / "b.zarr", tmp_path / "rows.csv", tmp_path / "f.npy", None, "deep")
+    assert load_manifest(tmp_path / "rows.csv").video_ids == ["0", "1", "2", "3"]  # nothing names the rows
+    assert FeatureBank(tmp_path / "b.zarr", mode="r").count == 8  # datasets testlist and f: other items
+    with pytest.raises(FeatbankError, match="--label-columns, --label-id-column and --group-column name columns "
+                                            "of the label file: give it with --labels"):
+        import_features(tmp_path / "b.zarr", tmp_path / "m.csv", tmp_path / "f.npy", None, "deep",
+                        label_columns=["mos"])
+    path = text_table(tmp_path)
+    with pytest.raises(FeatbankError, match="every numeric column but the labels is a feature; without labels, "
+                                            "leave out --labels"):
+        import_features(tmp_path / "b.zarr", tmp_path / "m.csv", path, path, "thqa", id_column="Image",
+                        exclude_columns=["frame"])
+
+
+def test_import_help_lists_the_published_subsets_and_teaches_the_options(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["import", "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "youtube_ugc_color: 1323 of 1380 items" in out
+    assert "--subset youtube_ugc_color" in out and "--group-from-id '^(\\d+)_'" in out
+
+
 # ------------------------------------------------------------------------------- real data
 VIDEVAL = [  # (dataset, label column, id column, rows, label range per SOURCES.md A1)
     ("KONVID_1K", "mos", "flickr_id", 1200, (1.0, 5.0)),
@@ -342,3 +571,30 @@ def test_realdata_published_feature_sets_import(realdata, tmp_path):
     score = load_manifest(tmp_path / "thqa.csv").labels(["Score"])["Score"]
     assert (score.min(), score.max()) == (0.1, 5.0)
     assert FeatureBank(bank, mode="r").validate() == []
+
+
+@pytest.mark.realdata
+def test_realdata_colour_subset_thqa_groups_and_picked_columns(realdata, tmp_path):
+    from benchmarks import reference_data
+
+    features = realdata / "vztu+VIDEVAL" / "features"
+    subset = load_subset("youtube_ugc_color")
+    metadata = pd.read_csv(features / "YOUTUBE_UGC_metadata.csv")
+    assert metadata["vid"].iloc[np.array(subset.drop_rows) - 1].tolist() == list(subset.drop_ids)
+    r = import_features(tmp_path / "b.zarr", tmp_path / "ugc.csv", features / "YOUTUBE_UGC_VIDEVAL_feats.mat",
+                        features / "YOUTUBE_UGC_metadata.csv", "videval", dataset="youtube_ugc",
+                        label_columns=["MOSFull"], id_column="vid", subset="youtube_ugc_color")
+    assert r.items == 1323 and r.n_features == 60
+    # the benchmarks' reference loader reads the same shipped subset: the same rows and MOS
+    X, y = reference_data.load(features, "YOUTUBE_UGC")
+    manifest = load_manifest(tmp_path / "ugc.csv")
+    np.testing.assert_array_equal(manifest.labels(["MOSFull"])["MOSFull"], y)
+    fb = load_blocks(FeatureBank(tmp_path / "b.zarr", mode="r"), manifest, ["videval"])
+    np.testing.assert_array_equal(fb.blocks[r.key], X[fb.usable].astype(np.float32))
+    thqa = realdata / "zyj-2000+THQA" / "vvmf_results_a01.csv"  # 20 portraits x 5 speeches x 8 generators
+    r = import_features(tmp_path / "b.zarr", tmp_path / "thqa.csv", thqa, thqa, "thqa_iqa", id_column="Image",
+                        label_columns=["Score"], feature_columns=["musiq-*", "clipiqa*"], group_from_id=r"^(\d+)_")
+    assert r.n_features == 5 and r.groups == 20
+    assert load_manifest(tmp_path / "thqa.csv").groups.value_counts().eq(40).all()
+    names = FeatureBank(tmp_path / "b.zarr", mode="r").group(r.key).attrs["feature_names"]
+    assert names == ["musiq-ava", "musiq-koniq", "musiq-spaq", "clipiqa", "clipiqa+"]

@@ -16,16 +16,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import cross_val_score, train_test_split
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.svm import SVR
 
 from benchmarks import reference_data as videval_data
-from featbank.learning.crossval import STACK
 from featbank.errors import FeatbankError
 from featbank.learning.metrics import METRICS, rmse, score
-from featbank.learning.protocols import EvalResult, Protocol, evaluate, grouped_kfold, holdout, videval
-from featbank.learning.protocols import _inner_folds
+from featbank.learning.engine import evaluate
+from featbank.learning.protocols import (INNER_FOLDS, HoldoutProtocol, KFoldProtocol, ProtocolContext,
+                                         RandomSplitsProtocol, Round, VidevalProtocol, load_rounds,
+                                         parse_protocol, save_rounds)
+from featbank.learning.results import STACK, Evaluation
 from regressors import SVRGridRegressor, load_learner, make_learner, save_learner
 
 SMALL_GRID = {"C_grid": (1.0, 8.0, 64.0), "gamma_grid": (0.05, 0.5, 2.0)}
@@ -42,72 +44,136 @@ def make_problem(n: int = 100, d: int = 5, seed: int = 0) -> tuple[np.ndarray, n
 # ---------------------------------------------------------------- splits
 
 
+def videval_splits(n: int, n_splits: int) -> list[Round]:
+    return VidevalProtocol(n_splits).rounds(n)
+
+
+def train_test(rnd: Round) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) of a held-out round, in the order learners see them."""
+    return rnd.rows((0,), inside=False), rnd.rows((0,), inside=True)
+
+
 def test_videval_splits_are_train_test_split_with_published_seeds() -> None:
     X, y = make_problem(n=57)
-    protocol = videval(len(y), n_splits=12)
-    assert protocol.name == "videval" and len(protocol.splits) == 12
-    for i, split in enumerate(protocol.splits, start=1):
+    rounds = videval_splits(len(y), 12)
+    assert len(rounds) == 12 and not any(r.pooled for r in rounds)
+    for i, rnd in enumerate(rounds, start=1):
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=math.ceil(8.8 * i))
-        np.testing.assert_array_equal(X[split.train], X_train)
-        np.testing.assert_array_equal(y[split.test], y_test)
-        assert split.seed == math.ceil(6.6 * i)
-    assert [s.seed for s in protocol.splits[:5]] == [7, 14, 20, 27, 33]
+        train, test = train_test(rnd)
+        np.testing.assert_array_equal(X[train], X_train)  # order kept: svr_grid's inner split depends on it
+        np.testing.assert_array_equal(y[test], y_test)
+        assert rnd.seed == math.ceil(6.6 * i)
+    assert [r.seed for r in rounds[:5]] == [7, 14, 20, 27, 33]
 
 
 def test_videval_outer_seeds_follow_float_arithmetic_as_the_original_script() -> None:
     # 8.8 * 25 is 220.00000000000003 in floating point: VIDEVAL's split 25 used seed 221, not 220.
-    split = videval(40, n_splits=25).splits[24]
+    rnd = videval_splits(40, 25)[24]
     _, test = train_test_split(np.arange(40), test_size=0.2, random_state=221)
-    np.testing.assert_array_equal(split.test, test)
+    np.testing.assert_array_equal(train_test(rnd)[1], test)
 
 
 def test_videval_splits_partition_samples_deterministically() -> None:
-    first, second = videval(101, n_splits=5), videval(101, n_splits=5)
-    for a, b in zip(first.splits, second.splits, strict=True):
-        np.testing.assert_array_equal(a.train, b.train)
-        np.testing.assert_array_equal(a.test, b.test)
-        assert len(a.test) == math.ceil(0.2 * 101) and len(a.train) == 101 - len(a.test)
-        assert np.intersect1d(a.train, a.test).size == 0
-        np.testing.assert_array_equal(np.sort(np.concatenate([a.train, a.test])), np.arange(101))
-    assert not np.array_equal(first.splits[0].test, first.splits[1].test)
+    first, second = videval_splits(101, 5), videval_splits(101, 5)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.order, b.order)
+        np.testing.assert_array_equal(a.folds, b.folds)
+        train, test = train_test(a)
+        assert len(test) == math.ceil(0.2 * 101) and len(train) == 101 - len(test)
+        np.testing.assert_array_equal(np.sort(a.order), np.arange(101))
+        assert set(a.folds[a.folds > 0].tolist()) == set(range(1, INNER_FOLDS + 1))  # the stack's inner folds
+    assert not np.array_equal(train_test(first[0])[1], train_test(first[1])[1])
 
 
 def test_grouped_kfold_keeps_groups_whole_and_covers_each_sample_once_per_repeat() -> None:
     groups = np.repeat(np.arange(12), 5)
-    protocol = grouped_kfold(60, k=4, repeats=2, seed=3, groups=groups)
-    assert protocol.name == "grouped_kfold" and len(protocol.splits) == 8
-    for r in range(2):
-        folds = protocol.splits[4 * r: 4 * r + 4]
-        np.testing.assert_array_equal(np.sort(np.concatenate([s.test for s in folds])), np.arange(60))
-        assert {s.seed for s in folds} == {3 + r}
-        for split in folds:
-            assert not set(groups[split.train]) & set(groups[split.test])
-    # A stack's inner folds inherit the grouping.
-    inner = _inner_folds(protocol, protocol.splits[0], 3)
-    train_groups = groups[protocol.splits[0].train]
-    for g in np.unique(train_groups):
-        assert len(np.unique(inner[train_groups == g])) == 1
+    rounds = KFoldProtocol(4, 2, seed=3).rounds(60, groups)
+    assert len(rounds) == 2 and all(r.pooled for r in rounds)
+    for r, rnd in enumerate(rounds):
+        assert rnd.seed == 3 + r and rnd.test_folds == [0, 1, 2, 3]
+        np.testing.assert_array_equal(np.sort(rnd.scored), np.arange(60))
+        for f in rnd.test_folds:
+            assert not set(groups[rnd.rows((f,), inside=False)]) & set(groups[rnd.rows((f,), inside=True)])
+
+
+def test_held_out_inner_folds_inherit_the_grouping_and_shrink_to_the_groups_available() -> None:
+    groups = np.repeat(np.arange(6), 5)
+    rnd = RandomSplitsProtocol(1, 0.5, seed=2).rounds(30, groups)[0]
+    train, test = train_test(rnd)
+    assert not set(groups[train]) & set(groups[test])
+    inner = rnd.folds[rnd.folds > 0]
+    assert len(set(inner.tolist())) == 3  # 3 training groups -> 3 inner folds, not 5
+    for g in np.unique(groups[train]):
+        assert len(np.unique(inner[groups[train] == g])) == 1
 
 
 def test_holdout_is_one_split_from_the_mask() -> None:
     mask = np.arange(10) < 7
-    (split,) = holdout(mask).splits
-    np.testing.assert_array_equal(split.train, np.arange(7))
-    np.testing.assert_array_equal(split.test, np.arange(7, 10))
+    (rnd,) = HoldoutProtocol(mask).rounds(10)
+    train, test = train_test(rnd)
+    np.testing.assert_array_equal(train, np.arange(7))
+    np.testing.assert_array_equal(test, np.arange(7, 10))
     with pytest.raises(FeatbankError, match="both training and held-out"):
-        holdout(np.ones(5, dtype=bool))
+        HoldoutProtocol(np.ones(5, dtype=bool))
+
+
+def test_random_splits_are_seeded_and_sized() -> None:
+    a, b = RandomSplitsProtocol(4, 0.75, seed=5).rounds(40), RandomSplitsProtocol(4, 0.75, seed=5).rounds(40)
+    assert len(a) == 4
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.order, y.order)
+        assert len(train_test(x)[1]) == 10
+    assert not np.array_equal(train_test(a[0])[1], train_test(a[1])[1])
 
 
 def test_protocol_save_load_round_trip(tmp_path: Path) -> None:
-    protocol = grouped_kfold(30, k=3, repeats=2, seed=1, groups=np.repeat(list("abcdef"), 5))
-    protocol.save(tmp_path / "splits.npz")
-    loaded = Protocol.load(tmp_path / "splits.npz")
-    assert (loaded.name, loaded.n) == (protocol.name, protocol.n)
-    np.testing.assert_array_equal(loaded.groups, protocol.groups)
-    for a, b in zip(loaded.splits, protocol.splits, strict=True):
-        np.testing.assert_array_equal(a.train, b.train)
-        np.testing.assert_array_equal(a.test, b.test)
-        assert a.seed == b.seed
+    protocol = KFoldProtocol(3, 2, seed=1)
+    rounds = protocol.rounds(30, np.repeat(list("abcdef"), 5))
+    save_rounds(tmp_path / "splits.npz", protocol, rounds, 30)
+    loaded = load_rounds(tmp_path / "splits.npz")
+    assert loaded.spec == "kfold:3x2" and loaded.describe() == protocol.describe()
+    for a, b in zip(loaded.rounds(30), rounds, strict=True):
+        np.testing.assert_array_equal(a.order, b.order)
+        np.testing.assert_array_equal(a.folds, b.folds)
+        assert (a.seed, a.pooled) == (b.seed, b.pooled)
+    with pytest.raises(FeatbankError, match="for 30 samples"):
+        loaded.rounds(31)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("kfold", "kfold:5x1"), ("kfold:3x4", "kfold:3x4"), ("videval", "videval:100"), ("videval:20", "videval:20"),
+    ("random", "random:10:0.8"), ("random:5:0.7", "random:5:0.7"),
+])
+def test_every_protocol_in_the_table_parses_from_its_spec(spec: str, expected: str) -> None:
+    assert parse_protocol(spec).spec == expected
+
+
+def test_holdout_spec_reads_a_manifest_column() -> None:
+    column = np.array(["train", "val", "train", "val", "train"])
+    protocol = parse_protocol("holdout:meta_split=train", ProtocolContext(column=lambda name: column))
+    np.testing.assert_array_equal(train_test(protocol.rounds(5)[0])[0], [0, 2, 4])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("bootstrap:5", "unknown protocol 'bootstrap:5'; use one of: kfold"),
+    ("kfold:five", "bad protocol 'kfold:five'"),
+    ("random:3:1.5", "0 < FRACTION < 1"),
+    ("holdout:split", "expected holdout:COLUMN=VALUE"),
+])
+def test_bad_protocol_specs_say_what_is_expected(spec: str, message: str) -> None:
+    with pytest.raises(FeatbankError, match=message):
+        parse_protocol(spec, ProtocolContext(column=lambda name: np.zeros(3)))
+
+
+def test_protocols_are_scikit_learn_splitters() -> None:
+    X, y = make_problem(n=60)
+    protocol = KFoldProtocol(3, 2, seed=0)
+    assert protocol.get_n_splits(X) == 6
+    splits = list(protocol.split(X, y))
+    assert len(splits) == 6 and all(np.intersect1d(tr, te).size == 0 for tr, te in splits)
+    scores = cross_val_score(make_learner("ridge"), X, y, cv=protocol)
+    assert scores.shape == (6,) and np.all(np.isfinite(scores))
+    assert len(list(VidevalProtocol(4).split(X))) == 4
 
 
 # ---------------------------------------------------------------- svr_grid
@@ -183,39 +249,41 @@ def test_svr_grid_round_trips_through_the_persist_allowlist(tmp_path: Path) -> N
 
 
 @pytest.fixture(scope="module")
-def result() -> EvalResult:
+def result() -> Evaluation:
     X, y = make_problem()
     blocks = {"good": X, "noise": np.random.default_rng(9).normal(size=(len(y), 3))}
-    return evaluate(blocks, y, videval(len(y), n_splits=3), ["ridge", "svr_grid"], stack=True)
+    return evaluate(blocks, y, ["y"], ["ridge", "svr_grid"], VidevalProtocol(3), stack=True, n_jobs=1)
 
 
-def test_evaluate_scores_every_base_and_the_stack_on_every_split(result: EvalResult) -> None:
+def test_evaluate_scores_every_base_and_the_stack_on_every_split(result: Evaluation) -> None:
     models = ["good/ridge", "good/svr_grid", "noise/ridge", "noise/svr_grid", STACK]
-    assert list(result.scores.columns) == ["split", "model", *METRICS]
+    assert list(result.scores.columns) == ["round", "target", "model", *METRICS]
     assert len(result.scores) == 3 * len(models)
     assert list(result.scores["model"].unique()) == models
     summary = result.summary()
-    assert list(summary["model"]) == models and (summary["splits"] == 3).all()
+    assert set(summary["model"]) == set(models) and (summary["rounds"] == 3).all()
+    assert set(summary["model"].iloc[-2:]) == {"noise/ridge", "noise/svr_grid"}  # best first
     stack = result.scores[result.scores["model"] == STACK]
     assert summary.set_index("model").loc[STACK, "srcc_median"] == pytest.approx(stack["srcc"].median())
     assert summary.set_index("model").loc[STACK, "srcc_std"] == pytest.approx(np.std(stack["srcc"]))
 
 
-def test_evaluate_scores_recompute_from_saved_predictions(result: EvalResult, tmp_path: Path) -> None:
+def test_evaluate_scores_recompute_from_saved_predictions(result: Evaluation, tmp_path: Path) -> None:
     result.save(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} >= {"scores.csv", "summary.csv", "splits.npz", "predictions.csv"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"scores.csv", "summary.csv", "splits.npz", "predictions.csv",
+                                                    "stack_weights.csv", "run.json"}
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     part = predictions[(predictions["split"] == 1) & (predictions["model"] == STACK)]
-    np.testing.assert_array_equal(part["sample"], result.protocol.splits[1].test)
-    row = result.scores[(result.scores["split"] == 1) & (result.scores["model"] == STACK)].iloc[0]
+    np.testing.assert_array_equal(part["sample"], train_test(result.rounds[1])[1])
+    row = result.scores[(result.scores["round"] == 1) & (result.scores["model"] == STACK)].iloc[0]
     assert score(part["y_true"], part["y_pred"])["srcc"] == pytest.approx(row["srcc"])
-    assert len(Protocol.load(tmp_path / "splits.npz").splits) == 3
+    assert len(load_rounds(tmp_path / "splits.npz").rounds(result.n)) == 3
 
 
-def test_stack_weights_are_non_negative_and_the_stack_follows_the_informative_block(result: EvalResult) -> None:
+def test_stack_weights_are_non_negative_and_the_stack_follows_the_informative_block(result: Evaluation) -> None:
     weights = result.stack_weights
-    assert list(weights["split"]) == [0, 1, 2]
-    assert (weights.drop(columns=["split", "intercept"]) >= 0).all().all()
+    assert list(weights["round"]) == [0, 1, 2]
+    assert (weights[result.bases] >= 0).all().all()
     medians = result.scores.groupby("model")["srcc"].median()
     assert medians[STACK] > medians[["good/ridge", "good/svr_grid"]].max() - 0.02
     assert medians[STACK] > medians[["noise/ridge", "noise/svr_grid"]].max() + 0.5
@@ -225,11 +293,12 @@ def test_scrambled_test_labels_change_no_prediction() -> None:
     # Every hyper-parameter (svr_grid's search, ElasticNet's alpha, the stack's weights) must come
     # from the training part: permuting the test part's labels may change scores, nothing else.
     X, y = make_problem(n=80)
-    protocol = holdout(np.arange(80) % 4 != 0)
+    protocol = HoldoutProtocol(np.arange(80) % 4 != 0)
     scrambled = y.copy()
-    test = protocol.splits[0].test
+    test = train_test(protocol.rounds(80)[0])[1]
     scrambled[test] = np.random.default_rng(0).permutation(y[test])
-    runs = [evaluate({"x": X}, target, protocol, ["svr_grid", "elasticnet"], stack=True) for target in (y, scrambled)]
+    runs = [evaluate({"x": X}, target, ["y"], ["svr_grid", "elasticnet"], protocol, stack=True, n_jobs=1)
+            for target in (y, scrambled)]
     np.testing.assert_array_equal(runs[0].predictions["y_pred"], runs[1].predictions["y_pred"])
     pd.testing.assert_frame_equal(runs[0].stack_weights, runs[1].stack_weights)
 
@@ -240,7 +309,7 @@ def test_stack_on_pure_noise_target_has_no_skill() -> None:
     n = 150
     blocks = {"a": rng.normal(size=(n, 20)), "b": rng.normal(size=(n, 20))}
     y = rng.normal(size=n)
-    result = evaluate(blocks, y, grouped_kfold(n, k=5, repeats=2, seed=0), ["ridge", "krr"], stack=True)
+    result = evaluate(blocks, y, ["y"], ["ridge", "krr"], KFoldProtocol(5, 2, seed=0), stack=True, n_jobs=1)
     stack = result.scores[result.scores["model"] == STACK]["srcc"]
     assert abs(stack.median()) < 0.15
 
@@ -248,7 +317,7 @@ def test_stack_on_pure_noise_target_has_no_skill() -> None:
 def test_evaluate_rejects_a_protocol_for_other_data() -> None:
     X, y = make_problem(n=40)
     with pytest.raises(FeatbankError, match="for 50 samples"):
-        evaluate({"x": X}, y, videval(50, n_splits=1), ["ridge"], stack=False)
+        evaluate({"x": X}, y, ["y"], ["ridge"], HoldoutProtocol(np.arange(50) < 40), stack=False)
 
 
 # ---------------------------------------------------------------- VIDEVAL's released features
@@ -257,19 +326,19 @@ def test_evaluate_rejects_a_protocol_for_other_data() -> None:
 REALDATA_SPLITS = 10
 
 
-def _videval_run(realdata: Path, dataset: str) -> EvalResult:
+def _videval_run(realdata: Path, dataset: str) -> Evaluation:
     X, y = videval_data.load(realdata / "vztu+VIDEVAL" / "features", dataset)
-    protocol = videval(len(y), n_splits=REALDATA_SPLITS)
-    return evaluate({"videval": X}, y, protocol, ["svr_grid", "elasticnet", "krr"], stack=True, n_jobs=2)
+    return evaluate({"videval": X}, y, ["mos"], ["svr_grid", "elasticnet", "krr"], VidevalProtocol(REALDATA_SPLITS),
+                    stack=True, n_jobs=2)
 
 
 @pytest.fixture(scope="module")
-def konvid(realdata: Path) -> EvalResult:
+def konvid(realdata: Path) -> Evaluation:
     return _videval_run(realdata, "KONVID_1K")
 
 
 @pytest.fixture(scope="module")
-def live_vqc(realdata: Path) -> EvalResult:
+def live_vqc(realdata: Path) -> Evaluation:
     return _videval_run(realdata, "LIVE_VQC")
 
 
@@ -283,7 +352,7 @@ RUNS = {"konvid": "KONVID_1K", "live_vqc": "LIVE_VQC"}
 def test_svr_grid_reproduces_published_videval_median(run: str, request: pytest.FixtureRequest) -> None:
     """On the first 10 of VIDEVAL's splits the median sits within one published std (at least 0.025)
     of the 100-split published median; the full 100 splits reproduce it to 0.002 (README)."""
-    result: EvalResult = request.getfixturevalue(run)
+    result: Evaluation = request.getfixturevalue(run)
     svr = result.scores[result.scores["model"] == "videval/svr_grid"]
     published = videval_data.PUBLISHED[RUNS[run]]
     assert svr["srcc"].median() == pytest.approx(published["srcc"], abs=max(0.025, published["srcc_std"]))
@@ -293,6 +362,6 @@ def test_svr_grid_reproduces_published_videval_median(run: str, request: pytest.
 @pytest.mark.realdata
 @pytest.mark.parametrize("run", list(RUNS))
 def test_stack_is_at_least_as_good_as_svr_grid_on_the_same_splits(run: str, request: pytest.FixtureRequest) -> None:
-    result: EvalResult = request.getfixturevalue(run)
+    result: Evaluation = request.getfixturevalue(run)
     medians = result.scores.groupby("model")["srcc"].median()
     assert medians[STACK] >= medians["videval/svr_grid"]

@@ -8,7 +8,10 @@ import pytest
 from featbank.cli import main
 from featbank.errors import ManifestError
 from featbank.io.manifest import load_manifest
+from featbank.io import tracks
+from featbank.io.submission import LAYOUTS
 from featbank.io.tracks import available, example_manifest, load_track
+from featbank.learning.official import SCORES
 
 
 @pytest.mark.parametrize("name", available())
@@ -39,6 +42,27 @@ def test_violations_are_listed_together(tmp_path):
     problems = load_track("aigc_video").problems(manifest)
     assert any("'prompt'" in p for p in problems) and any("'group'" in p for p in problems)
     assert any("missing label column(s) color" in p for p in load_track("finevd").problems(manifest))
+
+
+def test_every_track_names_its_official_score_and_submission_layout():
+    chosen = {name: (load_track(name).score, load_track(name).layout) for name in available()}
+    assert all(score in SCORES and layout in LAYOUTS for score, layout in chosen.values())
+    assert chosen["kvq"] == ("kvq_final", "kvq_prediction_zip")
+    assert chosen["finevd"] == ("xgc_ugc", "output_txt_zip")
+    assert chosen["thqa"] == ("main_score_poly3", "output_txt_zip")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('score = "spearman_only"\nlayout = "csv"', "unknown score 'spearman_only'; scores: kvq_final"),
+    ('score = "main_score_poly3"\nlayout = "pdf"', "unknown layout 'pdf'; layouts: csv"),
+    ('layout = "csv"', "unknown score None"),
+])
+def test_a_track_with_an_unknown_score_or_layout_does_not_load(tmp_path, monkeypatch, line, message):
+    spec = tmp_path / "mine.toml"
+    spec.write_text(f'title = "t"\nmedia = "video"\nlabels = ["mos"]\n{line}\n')
+    monkeypatch.setattr(tracks, "_track_files", lambda: {"mine": spec})
+    with pytest.raises(ManifestError, match=message):
+        load_track("mine")
 
 
 def test_unknown_track_names_the_valid_ones():

@@ -6,11 +6,13 @@ Feature groups are named by extractor (``handcrafted``), by the name given to ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 import extractors
+from featbank.bank.schema import GroupSchema
 from featbank.bank.store import ABSENT, FAILED, OK, PENDING, FeatureBank
 from featbank.errors import BankError
 from featbank.bank.hashing import digest_paths
@@ -28,9 +30,34 @@ class FeatureBlocks:
     blocks: dict[str, np.ndarray]
     usable: np.ndarray
     dropped: list[tuple[str, str]]
+    specs: dict[str, str] = field(default_factory=dict)  # bank key → the name it was asked by
+    keys: dict[str, str] = field(default_factory=dict)  # each name asked → its bank key
+    schemas: dict[str, GroupSchema] = field(default_factory=dict)  # bank key → its schema
 
     def subset(self) -> dict[str, np.ndarray]:
         return {k: v[self.usable] for k, v in self.blocks.items()}
+
+    def frame(self) -> pd.DataFrame:
+        """Every row (manifest order) as float32, one column ``<name asked>:<feature name>`` each."""
+        return pd.concat([pd.DataFrame(X.astype(np.float32), columns=[
+            f"{self.specs[key]}:{n}" for n in self.schemas[key].column_names()])
+            for key, X in self.blocks.items()], axis=1)
+
+
+@dataclass
+class StepBlock:
+    """Per-step features of one group for a manifest's items, in manifest order.
+
+    ``steps`` is (items, max steps, step features); ``mask`` says which steps hold data (the rest
+    are NaN); ``status`` is each item's bank status (FAILED items have no valid step).
+    """
+
+    key: str
+    schema: GroupSchema
+    steps: np.ndarray
+    mask: np.ndarray
+    timestamps: np.ndarray
+    status: np.ndarray
 
 
 def resolve_key(bank: FeatureBank, spec: str, rows: np.ndarray | None = None) -> str:
@@ -89,20 +116,51 @@ def manifest_rows(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
     return rows
 
 
+def _check_complete(bank: FeatureBank, manifest: Manifest, key: str, status: np.ndarray) -> None:
+    """Refuse a group that has not yet computed (or imported) some of the manifest's items."""
+    pending = np.flatnonzero(status == PENDING)
+    if pending.size:
+        raise BankError(f"{pending.size} items of {manifest.source} have no {key} features yet "
+                        f"(e.g. {manifest.video_ids[pending[0]]}); {_not_yet(bank, key)}")
+
+
 def load_blocks(bank: FeatureBank, manifest: Manifest, specs: list[str]) -> FeatureBlocks:
+    """Pooled features of the named groups for every manifest row, with which rows are usable."""
     rows = manifest_rows(bank, manifest)
-    blocks: dict[str, np.ndarray] = {}
-    usable = np.ones(len(rows), dtype=bool)
-    dropped: list[tuple[str, str]] = []
+    fb = FeatureBlocks(blocks={}, usable=np.ones(len(rows), dtype=bool), dropped=[])
     for spec in specs:
         key = resolve_key(bank, spec, rows)
         X, status = bank.pooled(key, rows)
-        pending = np.flatnonzero(status == PENDING)
-        if pending.size:
-            raise BankError(f"{pending.size} items of {manifest.source} have no {key} features yet "
-                            f"(e.g. {manifest.video_ids[pending[0]]}); {_not_yet(bank, key)}")
+        _check_complete(bank, manifest, key, status)
         failed = status == FAILED
-        dropped += [(manifest.video_ids[i], key) for i in np.flatnonzero(failed & usable)]
-        usable &= np.isin(status, (OK, ABSENT))
-        blocks[key] = X.astype(np.float64)
-    return FeatureBlocks(blocks=blocks, usable=usable, dropped=dropped)
+        fb.dropped += [(manifest.video_ids[i], key) for i in np.flatnonzero(failed & fb.usable)]
+        fb.usable &= np.isin(status, (OK, ABSENT))
+        fb.blocks[key] = X.astype(np.float64)
+        fb.specs.setdefault(key, spec)
+        fb.keys[spec] = key
+        fb.schemas[key] = bank.schema(key)
+    return fb
+
+
+def labelled_frame(manifest: Manifest, fb: FeatureBlocks) -> pd.DataFrame:
+    """``video_id``, ``group`` (when the manifest has one), the labels, then every feature column.
+
+    One row per manifest row in manifest order; rows whose extraction failed keep NaN features
+    (``fb.usable`` says which rows a learner would see).
+    """
+    parts = [pd.DataFrame({"video_id": manifest.video_ids})]
+    if manifest.groups is not None:
+        parts.append(pd.DataFrame({"group": manifest.groups.to_numpy()}))
+    parts.append(manifest.labels(manifest.label_columns).reset_index(drop=True))
+    parts.append(fb.frame())
+    return pd.concat(parts, axis=1)
+
+
+def load_steps(bank: FeatureBank, manifest: Manifest, spec: str) -> StepBlock:
+    """Per-step features of one named group for every manifest row (same lookup as load_blocks)."""
+    rows = manifest_rows(bank, manifest)
+    key = resolve_key(bank, spec, rows)
+    steps, mask, timestamps, status = bank.read_rows(key, ("steps", "mask", "timestamps", "status"), rows)
+    _check_complete(bank, manifest, key, status)
+    return StepBlock(key=key, schema=bank.schema(key), steps=steps, mask=mask.astype(bool),
+                     timestamps=timestamps, status=status)

@@ -2,7 +2,7 @@
 
 Layout (Zarr v3)::
 
-    bank.zarr/
+    bank.zarr/               attrs: format (BANK_FORMAT: refused on open when newer), created_by
       items/                 one row per distinct file content (count in attrs)
         digest  (cap, 32) uint8   SHA-256 of the file bytes: the key shared by all tracks
                                   (of the name, for items imported without media)
@@ -14,7 +14,8 @@ Layout (Zarr v3)::
         mask       (cap, T) bool       which steps hold data
         timestamps (cap, T) float32    start time of each step in seconds
         frame_indices (cap, T, K) int32  the decoded frames of each step (video samplings)
-        attrs: provenance (extractor, version, config, weights checksum, decoder versions)
+        attrs: a GroupSchema (featbank/bank/schema.py): extractor, spec, config, feature names,
+               weights checksum, layout, decoder versions, schema version
       failures/<group>/<digest-hex>   attrs: the error of one failed item
       tracks/<slug>                   attrs: a manifest's ids, paths and digests (the hash cache)
 
@@ -38,16 +39,18 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from featbank import __version__
+from featbank.bank.schema import (IMPORT_SPEC_PREFIX, GroupLayout, GroupSchema, bank_root_attrs,
+                                  check_bank_format, readable_names)
 from featbank.errors import BankError
 from featbank.extraction.media import MediaInfo
 
-FORMAT = 1
+__all__ = ["FeatureBank", "GroupInfo", "GroupLayout", "GroupSchema", "IMPORT_SPEC_PREFIX", "ItemRecord",
+           "StepFeatures", "bank_location", "describe", "digest_hex"]
+
 ROW_CHUNK = 32
 DIGEST_BYTES = 32
 
 PENDING, OK, FAILED, ABSENT = 0, 1, 2, 3
-IMPORT_SPEC_PREFIX = "import:"  # the ``spec`` attribute of groups made by ``featbank import``
 STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", ABSENT: "absent"}
 
 ITEM_FIELDS: dict[str, tuple[str, object]] = {
@@ -62,16 +65,6 @@ ITEM_FIELDS: dict[str, tuple[str, object]] = {
 }
 
 
-@dataclass(frozen=True)
-class GroupLayout:
-    """Shapes of one extractor group; fixed when the group is created."""
-
-    pooled_dim: int
-    max_steps: int
-    step_dim: int
-    frames_per_step: int
-
-
 @dataclass
 class StepFeatures:
     """What one extractor produced for one item, ready to be committed as one bank row."""
@@ -83,6 +76,25 @@ class StepFeatures:
     timestamps: np.ndarray | None = None
     frame_indices: np.ndarray | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One feature group as :meth:`FeatureBank.groups` lists it."""
+
+    key: str  # exact bank key, e.g. ``handcrafted@5d3ee49b35``
+    name: str  # shortest unambiguous name among the bank's groups, e.g. ``handcrafted``
+    schema: GroupSchema
+    counts: dict[str, int]  # rows per status name (ok, failed, absent, pending)
+
+    @property
+    def pooled_dim(self) -> int:
+        return self.schema.layout.pooled_dim
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        """(max steps per item, features per step)."""
+        return self.schema.layout.max_steps, self.schema.layout.step_dim
 
 
 @dataclass
@@ -115,9 +127,19 @@ def _open_store(location: str, read_only: bool) -> zarr.abc.store.Store:
     return zarr.storage.LocalStore(location, read_only=read_only)
 
 
-def _exists(store: zarr.abc.store.Store) -> bool:
-    """Whether a bank's root metadata is present (opening a store does not create anything)."""
-    return bool(zarr.core.sync.sync(store.exists("zarr.json")))
+def _has_group(store: zarr.abc.store.Store, path: str) -> bool:
+    """Whether ``store`` holds a readable group at ``path`` (public zarr API: open it and see)."""
+    try:
+        zarr.open_group(store=store, path=path, mode="r", zarr_format=3)
+    except (zarr.errors.NodeNotFoundError, zarr.errors.ContainsArrayError, FileNotFoundError):
+        return False
+    return True
+
+
+def _local_entries(location: str) -> list[str]:
+    """What a local folder holds (empty for a URL or a folder that does not exist)."""
+    folder = Path(location)
+    return sorted(p.name for p in folder.iterdir()) if "://" not in location and folder.is_dir() else []
 
 
 def digest_hex(digest: bytes | np.ndarray) -> str:
@@ -132,22 +154,82 @@ def _chunk_slice(chunk: int) -> slice:
     return slice(chunk * ROW_CHUNK, (chunk + 1) * ROW_CHUNK)
 
 
-class FeatureBank:
-    """Open (or create) a bank at ``path``; ``mode='r'`` refuses to create or modify it."""
+StoreLike = str | os.PathLike | zarr.abc.store.Store
 
-    def __init__(self, path: str | os.PathLike, mode: str = "a") -> None:
-        self.path = bank_location(path)
-        store = _open_store(self.path, read_only=mode == "r")
-        if mode == "r" and not _exists(store):
-            raise BankError(f"no feature bank at {self.path} (run `featbank extract` first)")
-        self.root = zarr.open_group(store=store, mode=mode, zarr_format=3)
+
+class FeatureBank:
+    """A feature bank on any Zarr store: a local path, an fsspec URL, or a zarr Store object.
+
+    ``mode='a'`` opens or creates the bank; ``mode='r'`` refuses to create or modify it. Use it as
+    a context manager (``with FeatureBank(path) as bank:``) to release the store when done; a Store
+    object passed in stays the caller's to close. Distributed extraction needs a path or URL,
+    since dask workers reopen the bank by name.
+    """
+
+    def __init__(self, location: StoreLike, mode: str = "a") -> None:
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' (read) or 'a' (read, write, create), not {mode!r}")
         self.writable = mode != "r"
-        if self.writable and "format" not in self.root.attrs:
-            self.root.attrs.update({"format": FORMAT, "created_by": f"featbank {__version__}"})
-        if self.root.attrs.get("format") != FORMAT:
-            raise BankError(f"{self.path}: unsupported bank format {self.root.attrs.get('format')!r}")
+        if isinstance(location, zarr.abc.store.Store):
+            self.path, store, self._owns_store = str(location), location, False
+        else:
+            self.path = bank_location(location)
+            store, self._owns_store = _open_store(self.path, read_only=not self.writable), True
+        self.root = self._open_root(store)
+        check_bank_format(self.root.attrs, self.path)
         if self.writable:
             self._ensure_items()
+
+    def _open_root(self, store: zarr.abc.store.Store) -> zarr.Group:
+        """The root group; created only where nothing is, never over a damaged bank or other data."""
+        try:
+            return zarr.open_group(store=store, mode="r+" if self.writable else "r", zarr_format=3)
+        except zarr.errors.ContainsArrayError:
+            raise BankError(f"{self.path} holds a Zarr array, not a feature bank") from None
+        except (zarr.errors.GroupNotFoundError, FileNotFoundError):  # (a read-only local store: no folder)
+            pass
+        except ValueError as exc:  # unreadable JSON in zarr.json
+            raise BankError(f"{self.path}: the bank's root metadata (zarr.json) is unreadable ({exc}); "
+                            f"restore it from a backup") from None
+        parts = [name for name in ("items", "features") if _has_group(store, name)]
+        if parts:
+            raise BankError(f"{self.path}: the bank's root metadata (zarr.json) is missing, though its "
+                            f"{' and '.join(parts)} are there: restore zarr.json from a backup, or write "
+                            f"it back as {{\"zarr_format\": 3, \"node_type\": \"group\", \"attributes\": "
+                            f"{json.dumps(bank_root_attrs())}}}")
+        entries = _local_entries(self.path)
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise BankError(f"{self.path} is not a feature bank (no zarr.json; it holds {shown}); give a "
+                            f"bank, or a new or empty folder to create one")
+        if not self.writable:
+            raise BankError(f"no feature bank at {self.path} (run `featbank extract` or `featbank import` "
+                            f"first)")
+        root = zarr.open_group(store=store, mode="a", zarr_format=3)
+        root.attrs.update(bank_root_attrs())
+        return root
+
+    @property
+    def location(self) -> str:
+        """The path or URL another process (a dask worker) reopens this bank by."""
+        if not self._owns_store:
+            raise BankError(f"the bank on {self.path} was opened from a zarr Store object, which other "
+                            f"processes cannot reopen; give its path or URL instead")
+        return self.path
+
+    def close(self) -> None:
+        """Release the store (when this bank opened it); the bank object is unusable afterwards."""
+        if self._owns_store:
+            self.root.store.close()
+
+    def __enter__(self) -> FeatureBank:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeatureBank({self.path!r}, mode={'a' if self.writable else 'r'!r}): {self.count} items"
 
     # ----------------------------------------------------------------- items
     def _ensure_items(self) -> None:
@@ -235,24 +317,34 @@ class FeatureBank:
             raise BankError(f"{self.path}: no feature group {key!r}; present: {self.group_keys()}")
         return self.root["features"][key]
 
+    def schema(self, key: str) -> GroupSchema:
+        """What group ``key`` records about itself (extractor, spec, feature names, weights, layout)."""
+        return GroupSchema.from_attrs(self.group(key).attrs, where=f"{self.path}: group {key}")
+
     def is_imported(self, key: str) -> bool:
         """Whether a group was filled by ``featbank import`` (from a file) rather than extracted."""
-        return str(self.group(key).attrs.get("spec", "")).startswith(IMPORT_SPEC_PREFIX)
+        return self.schema(key).is_imported
 
     def keys_for(self, name: str) -> list[str]:
         """Feature groups of extractor ``name`` (several when it was run with several configs)."""
         return [k for k in self.group_keys() if k.split("@")[0] == name]
 
-    def ensure_group(self, key: str, layout: GroupLayout, provenance: Mapping) -> zarr.Group:
+    def groups(self) -> list[GroupInfo]:
+        """Every feature group with its readable name, dimensions and row counts (for notebooks)."""
+        names = readable_names(self.group_keys())
+        return [GroupInfo(key=key, name=names[key], schema=self.schema(key), counts=self.counts(key))
+                for key in self.group_keys()]
+
+    def ensure_group(self, key: str, schema: GroupSchema) -> zarr.Group:
         """Create the group for an extractor configuration, or check the existing one matches."""
         features = self.root.require_group("features")
         if key in features:
-            group = features[key]
-            stored = GroupLayout(**group.attrs["layout"])
-            if stored != layout:
-                raise BankError(f"{self.path}: group {key} has layout {stored}, extractor says {layout}")
-            return group
+            stored = self.schema(key).layout
+            if stored != schema.layout:
+                raise BankError(f"{self.path}: group {key} has layout {stored}, extractor says {schema.layout}")
+            return features[key]
         group = features.create_group(key)
+        layout = schema.layout
         cap, R, T = self.capacity, ROW_CHUNK, layout.max_steps
         group.create_array("status", shape=(cap,), chunks=(R,), dtype="int8", fill_value=PENDING)
         # Uncompressed: float features barely compress (1.08x with zstd on a 40k x 4096 matrix) and
@@ -268,8 +360,7 @@ class FeatureBank:
             K = layout.frames_per_step
             group.create_array("frame_indices", shape=(cap, T, K), chunks=(R, T, K), dtype="int32",
                                fill_value=-1)
-        group.attrs.update({**provenance, "layout": layout.__dict__,
-                            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+        group.attrs.update(schema.stamped().to_attrs())
         return group
 
     def status(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
@@ -336,21 +427,28 @@ class FeatureBank:
 
     # ----------------------------------------------------------------- reads
     def pooled(self, key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pooled features and status of ``rows`` (reads the covering row span once).
+        """Pooled features and status of ``rows``."""
+        pooled, status = self.read_rows(key, ("pooled", "status"), rows)
+        return pooled, status
 
-        When ``rows`` is that span in order (a manifest extracted as one track: the common case),
-        the span is returned as read: gathering it would copy the whole matrix once more, which at
-        40k × 4k is another 655 MB to allocate and fill (see benchmarks/bench_bank_load.py).
+    def read_rows(self, key: str, arrays: Iterable[str], rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The named arrays of group ``key`` (``pooled``, ``steps``, ``mask``, ...) at ``rows``.
+
+        Reads the covering row span once. When ``rows`` is that span in order (a manifest
+        extracted as one track: the common case), the span is returned as read: gathering it would
+        copy the whole matrix once more, which at 40k × 4k is another 655 MB to allocate and fill
+        (see benchmarks/bench_bank_load.py).
         """
         group = self.group(key)
         rows = np.asarray(rows, dtype=np.int64)
+        arrays = list(arrays)
         if rows.size == 0:
-            return np.zeros((0, group["pooled"].shape[1]), np.float32), np.zeros(0, np.int8)
+            return tuple(np.zeros((0, *group[a].shape[1:]), group[a].dtype) for a in arrays)
         lo, hi = int(rows.min()), int(rows.max()) + 1
-        pooled, status = group["pooled"][lo:hi], group["status"][lo:hi]
+        spans = tuple(group[a][lo:hi] for a in arrays)
         if rows.size == hi - lo and rows[0] == lo and (np.diff(rows) == 1).all():
-            return pooled, status
-        return pooled[rows - lo], status[rows - lo]
+            return spans
+        return tuple(span[rows - lo] for span in spans)
 
     def failures(self, key: str) -> dict[str, dict]:
         if "failures" not in self.root or key not in self.root["failures"]:
@@ -395,15 +493,16 @@ class FeatureBank:
     # -------------------------------------------------------------- overview
     def summary(self) -> dict:
         groups = {}
-        for key in self.group_keys():
-            g = self.group(key)
-            groups[key] = {
-                "extractor": g.attrs.get("extractor"), "version": g.attrs.get("version"),
-                "pooled_dim": g["pooled"].shape[1], "steps": list(g["steps"].shape[1:]),
-                "weights": g.attrs.get("weights"), **self.counts(key),
+        for info in self.groups():
+            schema = info.schema
+            groups[info.key] = {
+                "name": info.name, "extractor": schema.extractor, "version": schema.version,
+                "pooled_dim": schema.layout.pooled_dim,
+                "steps": [schema.layout.max_steps, schema.layout.step_dim],
+                "weights": schema.weights, **info.counts,
             }
-        return {"path": str(self.path), "items": self.count, "capacity": self.capacity,
-                "groups": groups, "tracks": self.tracks()}
+        return {"path": str(self.path), "format": self.root.attrs["format"], "items": self.count,
+                "capacity": self.capacity, "groups": groups, "tracks": self.tracks()}
 
     def validate(self) -> list[str]:
         """Structural checks; returns the problems found (empty when the bank is sound)."""

@@ -67,7 +67,7 @@ from featbank.demo.synth import write_video
 
 SAMPLE_RATE = 16000
 DISTORTIONS = ("blur", "noise", "compression", "stutter", "color", "audio_noise")
-LABELS = ("color", "noise", "artifact", "blur", "temporal", "overall")
+LABELS = ("color", "noise", "artifact", "blur", "temporal", "audio", "overall")
 LEVEL_PROBS = (0.30, 0.20, 0.20, 0.15, 0.15)
 LEVEL_PREFIX = "meta_level_"
 
@@ -228,6 +228,29 @@ def _arpeggio(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 SOUNDS: tuple[Sound, ...] = (_chord, _chirp, _arpeggio)
 
 
+SOURCE_LUMA_MEAN = 0.5
+SOURCE_LUMA_SD = 0.18
+SOURCE_CHROMA_RMS = 0.18
+
+
+def _well_exposed(frames: np.ndarray) -> np.ndarray:
+    """Give every source the same exposure, contrast and colourfulness, then clip to [0, 1].
+
+    A no-reference model judges "washed out" or "soft" against what pristine content usually
+    looks like; real datasets start from professionally shot sources whose statistics cluster.
+    Procedural palettes do not (mean saturation 0.36-0.90 across the raw patterns), which would make
+    a vivid-but-desaturated clip indistinguishable from a dull pristine one. Luma is set to mean
+    ``SOURCE_LUMA_MEAN`` and standard deviation ``SOURCE_LUMA_SD`` over the clip, and the chroma
+    (RGB minus luma) to RMS ``SOURCE_CHROMA_RMS``; the pattern's shapes and hues are unchanged.
+    """
+    luma = frames @ _LUMA.astype(np.float32)
+    chroma = frames - luma[..., None]
+    contrast = SOURCE_LUMA_SD / max(float(luma.std()), 1e-6)
+    colour = SOURCE_CHROMA_RMS / max(float(np.sqrt(np.mean(chroma**2))), 1e-6)
+    out = SOURCE_LUMA_MEAN + (luma - luma.mean())[..., None] * contrast + chroma * colour
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
 def make_source(index: int, seconds: float, size: tuple[int, int], fps: float, seed: int,
                 sample_rate: int = SAMPLE_RATE) -> Source:
     """Source ``index`` of a seed: pattern and sound cycle through the catalogues above, so
@@ -235,7 +258,7 @@ def make_source(index: int, seconds: float, size: tuple[int, int], fps: float, s
     rng = _rng(seed, _SOURCE, index)
     n_frames = max(1, round(seconds * fps))
     pattern = PATTERNS[index % len(PATTERNS)]
-    frames = np.clip(pattern(*_grid(n_frames, fps, size), rng), 0, 1).astype(np.float32)
+    frames = _well_exposed(pattern(*_grid(n_frames, fps, size), rng))
     t = np.arange(round(n_frames / fps * sample_rate)) / sample_rate
     sound = SOUNDS[index % len(SOUNDS)](t, rng)
     audio = (0.3 * sound / max(np.abs(sound).max(), 1e-9)).astype(np.float32)
@@ -334,11 +357,11 @@ def render_variant(source: Source, levels: dict[str, int],
 # ---------------------------------------------------------------------------------------- labels
 
 DRIVER = {"color": "color", "noise": "noise", "artifact": "compression", "blur": "blur",
-          "temporal": "stutter"}
-TOLERANCE = {"color": 3.0, "noise": 2.5, "artifact": 2.2, "blur": 2.5, "temporal": 2.8}
-OVERALL_WEIGHTS = {"color": 0.15, "noise": 0.20, "artifact": 0.25, "blur": 0.25, "temporal": 0.15}
+          "temporal": "stutter", "audio": "audio_noise"}
+TOLERANCE = {"color": 3.0, "noise": 2.5, "artifact": 2.2, "blur": 2.5, "temporal": 2.8, "audio": 2.5}
+OVERALL_WEIGHTS = {"color": 0.12, "noise": 0.16, "artifact": 0.2, "blur": 0.2, "temporal": 0.14,
+                   "audio": 0.18}
 SOFTMIN_TAU = 0.8
-AUDIO_PENALTY = 0.08
 RATER_SD = 0.15
 
 
@@ -356,7 +379,7 @@ def _soft_min(scores: dict[str, float]) -> float:
 def labels_for(levels: dict[str, int], rng: np.random.Generator) -> dict[str, float]:
     """The six 1–5 labels of one variant (formula in the module docstring), rater noise included."""
     scores = {dim: _quality(levels[driver], TOLERANCE[dim]) for dim, driver in DRIVER.items()}
-    scores["overall"] = _soft_min(scores) - AUDIO_PENALTY * levels["audio_noise"]
+    scores["overall"] = _soft_min(scores)
     noisy = {dim: scores[dim] + rng.normal(0, RATER_SD) for dim in LABELS}
     return {dim: round(float(np.clip(value, 1, 5)), 4) for dim, value in noisy.items()}
 

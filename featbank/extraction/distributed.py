@@ -21,6 +21,7 @@ it for CPU extractors).
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -104,13 +105,19 @@ def _extractors_on_worker(specs: tuple[str, ...], device: str, weights: WeightsP
 
 def run_chunk(bank_path: str, work: dict[int, list[str]], paths: dict[int, str], ids: dict[int, str],
               texts: dict[int, dict[str, str]], specs: tuple[str, ...], device: str,
-              weights: WeightsPolicy) -> list[tuple[str, str, str]]:
-    """The task: extract and commit the rows of one chunk on whichever worker runs it."""
+              weights: WeightsPolicy, progress_event: tuple[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """The task: extract and commit the rows of one chunk on whichever worker runs it.
+
+    With ``progress_event`` (topic, message), each finished item logs that event, so the client's
+    progress bar moves per item; the chunk is still committed whole, at the end.
+    """
     built = _extractors_on_worker(specs, device, weights)
     bank = FeatureBank(bank_path)
+    worker = get_worker()
+    on_item = (lambda: worker.log_event(*progress_event)) if progress_event else None
     return process_chunk(bank, {row: [built[s] for s in names] for row, names in work.items()},
                          {row: media_item(p, Path("/")) for row, p in paths.items()}, ids,  # item_text: absolute
-                         texts)
+                         texts, on_item=on_item)
 
 
 def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
@@ -132,27 +139,62 @@ def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs:
     return plan.report(failures)
 
 
+class _ItemProgress:
+    """A progress bar moved per item by worker events and settled per chunk by task results.
+
+    Events only make the bar move sooner. A retried chunk announces its items again, and an event
+    may arrive after its chunk's result, so each chunk's share is capped at its size and set
+    exactly when the chunk finishes: the bar ends at the true total either way.
+    """
+
+    def __init__(self, bar, sizes: dict[str, int]) -> None:
+        self._bar, self._sizes, self._lock = bar, sizes, threading.Lock()
+        self._shown = dict.fromkeys(sizes, 0)
+
+    def on_event(self, event: tuple[float, str]) -> None:
+        """``Client.subscribe_topic`` handler: one item of chunk ``event[1]`` is done."""
+        chunk = event[1]
+        with self._lock:
+            if self._shown.get(chunk, 0) < self._sizes.get(chunk, 0):
+                self._shown[chunk] += 1
+                self._bar.update(1)
+
+    def chunk_done(self, chunk: str) -> None:
+        with self._lock:
+            self._bar.update(self._sizes[chunk] - self._shown[chunk])
+            self._shown[chunk] = self._sizes[chunk]
+
+
 def _run_plan(client: Client, plan: ExtractionPlan, device: str, weights: WeightsPolicy,
               progress: bool) -> list[tuple[str, str, str]]:
     from tqdm.auto import tqdm
 
     spec_of = {ex.key: spec for ex, spec in zip(plan.extractors, plan.specs)}
     options = {"resources": {"GPU": 1}} if uses_gpu(device) else {}
-    futures = {}
-    for chunk, work in plan.chunks.items():
-        future = client.submit(
-            run_chunk, plan.bank.path,
-            {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
-            {row: item_text(plan.paths[row]) for row in work}, {row: plan.ids[row] for row in work},
-            {row: plan.texts[row] for row in work if row in plan.texts}, tuple(plan.specs), device, weights,
-            key=f"featbank-chunk-{chunk}-{uuid.uuid4().hex[:8]}", retries=TASK_RETRIES, pure=False,
-            **options,
-        )
-        futures[future] = len(work)
+    topic = f"featbank-progress-{uuid.uuid4().hex[:8]}"
+    names = {chunk: f"featbank-chunk-{chunk}-{uuid.uuid4().hex[:8]}" for chunk in plan.chunks}
     failures: list[tuple[str, str, str]] = []
     with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
-        for future in as_completed(futures):
-            failures += future.result()
-            bar.update(futures[future])
-            bar.set_postfix(failed=len(failures))
+        tracker = _ItemProgress(bar, {names[chunk]: len(work) for chunk, work in plan.chunks.items()})
+        if progress:  # subscribed before submitting, so no item's event is missed
+            client.subscribe_topic(topic, tracker.on_event)
+        try:
+            futures = {}
+            for chunk, work in plan.chunks.items():
+                future = client.submit(
+                    run_chunk, plan.bank.location,
+                    {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
+                    {row: item_text(plan.paths[row]) for row in work}, {row: plan.ids[row] for row in work},
+                    {row: plan.texts[row] for row in work if row in plan.texts}, tuple(plan.specs), device,
+                    weights, (topic, names[chunk]) if progress else None,
+                    key=names[chunk], retries=TASK_RETRIES, pure=False, **options,
+                )
+                futures[future] = names[chunk]
+            for future in as_completed(futures):
+                failures += future.result()
+                tracker.chunk_done(futures[future])
+                bar.set_postfix(failed=len(failures))
+        finally:
+            if progress:
+                client.unsubscribe_topic(topic)
     return failures

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +20,8 @@ from threadpoolctl import threadpool_limits
 
 import extractors
 from extractors.base import Extractor
-from featbank import __version__
-from featbank.bank.store import FAILED, PENDING, ROW_CHUNK, FeatureBank, GroupLayout, ItemRecord
+from featbank.bank.schema import GroupLayout, GroupSchema
+from featbank.bank.store import FAILED, PENDING, ROW_CHUNK, FeatureBank, ItemRecord
 from featbank.errors import BankError, ManifestError
 from featbank.extraction.item import extract_item
 from featbank.bank.hashing import digest_paths
@@ -43,28 +43,20 @@ class ExtractReport:
         return len(self.failures)
 
 
-def layout_of(extractor: Extractor) -> GroupLayout:
+def schema_of(extractor: Extractor, spec: str) -> GroupSchema:
+    """What the bank records about the group an extractor (asked for as ``spec``) fills."""
     s = extractor.sampling
-    return GroupLayout(pooled_dim=extractor.pooled_dim, max_steps=s.max_steps,
-                       step_dim=extractor.step_dim, frames_per_step=s.frames_per_step)
+    return GroupSchema(
+        extractor=extractor.name, spec=spec, version=extractor.version,
+        layout=GroupLayout(pooled_dim=extractor.pooled_dim, max_steps=s.max_steps,
+                           step_dim=extractor.step_dim, frames_per_step=s.frames_per_step),
+        config=extractor.config(), feature_names=tuple(extractor.feature_names()),
+        pooled_names=tuple(extractor.pooled_names()), weights=extractor.weights_provenance(),
+        runtime=extractor.runtime(), decoder={"decord": md.version("decord"), "av": md.version("av")},
+    )
 
 
-def provenance_of(extractor: Extractor, spec: str) -> dict:
-    return {
-        "extractor": extractor.name,
-        "spec": spec,
-        "version": extractor.version,
-        "config": extractor.config(),
-        "feature_names": extractor.feature_names(),
-        "pooled_names": extractor.pooled_names(),
-        "weights": extractor.weights_provenance(),
-        "runtime": extractor.runtime(),
-        "decoder": {"decord": md.version("decord"), "av": md.version("av")},
-        "featbank": __version__,
-    }
-
-
-def check_same_weights(stored: dict | None, extractor: Extractor, bank_path: str) -> None:
+def check_same_weights(stored: Mapping | None, extractor: Extractor, bank_path: str) -> None:
     """Refuse to add rows to a group built from a different checkpoint file.
 
     Pinned checkpoints are part of the group key already; an unpinned file is identified only by
@@ -219,8 +211,8 @@ def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Seq
     bank = FeatureBank(bank_path)
     rows = register_manifest(bank, manifest)
     for ex, spec in zip(exs, specs):
-        group = bank.ensure_group(ex.key, layout_of(ex), provenance_of(ex, spec))
-        check_same_weights(group.attrs.get("weights"), ex, bank.path)
+        bank.ensure_group(ex.key, schema_of(ex, spec))
+        check_same_weights(bank.schema(ex.key).weights, ex, bank.path)
         bank.root.require_group("failures").require_group(ex.key)  # workers only add below it
     paths: dict[int, MediaItem] = {}
     ids: dict[int, str] = {}

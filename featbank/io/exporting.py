@@ -20,25 +20,18 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from featbank import __version__
-from featbank.bank.store import FeatureBank
+from featbank.bank.store import FeatureBank, StoreLike
 from featbank.errors import FeatbankError
-from featbank.bank.matrix import FeatureBlocks, load_blocks
-from featbank.io.importing import default_names
+from featbank.bank.matrix import FeatureBlocks, labelled_frame, load_blocks
 from featbank.io.manifest import Manifest, load_manifest
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def _feature_names(provenance: dict, d: int) -> list[str]:
-    names = provenance.get("pooled_names") or []
-    return [str(n) for n in names] if len(names) == d else default_names(d)
-
-
-def export_features(bank_path: str | os.PathLike, manifest_path: str | os.PathLike, features: list[str],
+def export_features(bank_path: StoreLike, manifest_path: str | os.PathLike, features: list[str],
                     out_path: str | os.PathLike) -> Path:
     """Write the manifest's items with the named feature groups to ``out_path`` (.h5/.hdf5/.parquet)."""
     out = Path(out_path)
@@ -48,22 +41,21 @@ def export_features(bank_path: str | os.PathLike, manifest_path: str | os.PathLi
     if len(set(features)) != len(features):
         raise FeatbankError(f"feature groups named twice: {', '.join(features)}")
     manifest = load_manifest(manifest_path)
-    bank = FeatureBank(bank_path, mode="r")
-    fb = load_blocks(bank, manifest, features)
-    if len(fb.blocks) != len(features):
-        raise FeatbankError(f"{', '.join(features)} name the same bank group more than once")
-    groups = {spec: (key, dict(bank.group(key).attrs)) for spec, key in zip(features, fb.blocks)}
+    with FeatureBank(bank_path, mode="r") as bank:
+        fb = load_blocks(bank, manifest, features)
+        if len(fb.blocks) != len(features):
+            raise FeatbankError(f"{', '.join(features)} name the same bank group more than once")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     if suffix in HDF5_SUFFIXES:
-        _write_hdf5(partial, manifest, fb, groups)
+        _write_hdf5(partial, manifest, fb)
     else:
-        _write_parquet(partial, manifest, fb, groups)
+        _write_parquet(partial, manifest, fb)
     os.replace(partial, out)
     return out
 
 
-def _write_hdf5(path: Path, manifest: Manifest, fb: FeatureBlocks, groups: dict[str, tuple[str, dict]]) -> None:
+def _write_hdf5(path: Path, manifest: Manifest, fb: FeatureBlocks) -> None:
     import h5py
 
     text = h5py.string_dtype()
@@ -75,26 +67,19 @@ def _write_hdf5(path: Path, manifest: Manifest, fb: FeatureBlocks, groups: dict[
         for col in manifest.label_columns:
             f.create_dataset(f"labels/{col}", data=manifest.labels([col])[col].to_numpy())
         f.create_dataset("usable", data=fb.usable)
-        for spec, (key, provenance) in groups.items():
-            X = fb.blocks[key].astype(np.float32)
-            ds = f.create_dataset(f"features/{spec}", data=X)
-            ds.attrs["feature_names"] = np.array(_feature_names(provenance, X.shape[1]), dtype=object)
+        for key, X in fb.blocks.items():
+            schema = fb.schemas[key]
+            ds = f.create_dataset(f"features/{fb.specs[key]}", data=X.astype(np.float32))
+            ds.attrs["feature_names"] = np.array(schema.column_names(), dtype=object)
             ds.attrs["key"] = key
-            ds.attrs["provenance"] = json.dumps(provenance)
+            ds.attrs["provenance"] = json.dumps(schema.to_attrs())
 
 
-def _write_parquet(path: Path, manifest: Manifest, fb: FeatureBlocks, groups: dict[str, tuple[str, dict]]) -> None:
+def _write_parquet(path: Path, manifest: Manifest, fb: FeatureBlocks) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = [pd.DataFrame({"video_id": manifest.video_ids})]
-    if manifest.groups is not None:
-        parts.append(pd.DataFrame({"group": manifest.groups.to_numpy()}))
-    parts.append(manifest.labels(manifest.label_columns).reset_index(drop=True))
-    for spec, (key, provenance) in groups.items():
-        X = fb.blocks[key].astype(np.float32)
-        parts.append(pd.DataFrame(X, columns=[f"{spec}:{n}" for n in _feature_names(provenance, X.shape[1])]))
-    table = pa.Table.from_pandas(pd.concat(parts, axis=1), preserve_index=False)
-    meta = {spec: {"key": key, "provenance": provenance} for spec, (key, provenance) in groups.items()}
+    table = pa.Table.from_pandas(labelled_frame(manifest, fb), preserve_index=False)
+    meta = {fb.specs[key]: {"key": key, "provenance": schema.to_attrs()} for key, schema in fb.schemas.items()}
     schema_meta = {**(table.schema.metadata or {}), b"featbank": json.dumps(meta).encode()}
     pq.write_table(table.replace_schema_metadata(schema_meta), path)

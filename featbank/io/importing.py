@@ -17,6 +17,11 @@ so ``fit`` / ``predict`` / ``export`` work on it unchanged:
   break their scaling; the count is kept in the group's provenance. Rows that are NaN throughout
   are committed FAILED (nothing to fit on), and ``fit`` leaves them out like failed extractions.
   The bank stores float32, as for extracted features.
+
+Files are taken as published (:mod:`featbank.io.selection`): feature columns picked or left out by
+name or glob, items narrowed to a published subset or an id list, groups derived from the ids. A
+label file is optional: without one (or with an id list that has no numeric column) the items are
+unlabelled, for ``predict`` on a challenge's test list.
 """
 
 from __future__ import annotations
@@ -31,14 +36,15 @@ import numpy as np
 import pandas as pd
 
 import extractors
-from featbank import __version__
-from featbank.bank.store import FAILED, IMPORT_SPEC_PREFIX, OK, FeatureBank, GroupLayout, StepFeatures
+from featbank.bank.schema import IMPORT_SPEC_PREFIX, GroupLayout, GroupSchema, default_names
+from featbank.bank.store import FAILED, OK, FeatureBank, StepFeatures, StoreLike
 from featbank.errors import FeatbankError, ManifestError
 from featbank.bank.hashing import file_digest
 from featbank.io.manifest import DATASET_NAME, META_PREFIX, RESERVED, VirtualItem, validate_table
+from featbank.io.selection import (TABLE_SUFFIXES, groups_from_ids, require_numeric, select_columns,
+                                   select_items)
 
 IMPORTER_VERSION = "1"
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 SUFFIXES = (".mat", ".h5", ".hdf5", ".npy", ".npz", *TABLE_SUFFIXES)
 MATLAB_INTERNAL = ("#refs#", "#subsystem#")
 
@@ -47,7 +53,8 @@ Matrix = tuple[np.ndarray, list[str], list[str] | None]
 
 # ------------------------------------------------------------------------------------ reading
 def read_feature_matrix(path: str | os.PathLike, key: str | None = None, id_column: str | None = None,
-                        exclude: tuple[str, ...] = ()) -> Matrix:
+                        exclude: tuple[str, ...] = (), feature_columns: list[str] | None = None,
+                        exclude_columns: list[str] | None = None) -> Matrix:
     """``(X, feature_names, ids)`` of a feature file: X float64 ``(items, features)``, ±inf as NaN.
 
     - ``.mat`` v5 (scipy) or v7.3 (HDF5; MATLAB stores column-major, so datasets are transposed
@@ -60,10 +67,14 @@ def read_feature_matrix(path: str | os.PathLike, key: str | None = None, id_colu
       the ids, ``exclude`` drops columns (labels kept in the same file); any other non-numeric
       column is an error naming it.
 
+    In every format ``feature_columns`` picks and ``exclude_columns`` leaves out features by name or
+    glob (``meta_*``; unnamed columns are ``f0``, ``f1``, ...), so a table's text columns can stay
+    in the file (:func:`featbank.io.selection.select_columns`).
+
     ±inf becomes NaN because pipelines impute NaN per fold, and an infinity would break scaling.
     Files without ids give ``ids=None``; unnamed columns are named ``f0``, ``f1``, ...
     """
-    X, names, ids = _read_any(Path(path), key, id_column, exclude)
+    X, names, ids = _read_any(Path(path), key, id_column, exclude, feature_columns, exclude_columns)
     return infinite_to_nan(X)[0], names, ids
 
 
@@ -73,24 +84,30 @@ def infinite_to_nan(X: np.ndarray) -> tuple[np.ndarray, int]:
     return np.where(infinite, np.nan, X), int(infinite.sum())
 
 
-def _read_any(path: Path, key: str | None, id_column: str | None, exclude: tuple[str, ...]) -> Matrix:
+def _read_any(path: Path, key: str | None, id_column: str | None, exclude: tuple[str, ...],
+              feature_columns: list[str] | None = None, exclude_columns: list[str] | None = None) -> Matrix:
     if not path.is_file():
         raise FeatbankError(f"feature file {path} does not exist")
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise FeatbankError(f"{path}: unsupported feature file type {suffix!r}; supported: {', '.join(SUFFIXES)}")
     try:
+        if suffix in TABLE_SUFFIXES:  # picked before the numeric check, so text columns can be left out
+            return _read_columns(path, id_column, exclude, feature_columns, exclude_columns)
         if suffix == ".mat":
-            return _read_mat(path, key)
-        if suffix in (".h5", ".hdf5"):
-            return _read_hdf5(path, key, id_column)
-        if suffix in (".npy", ".npz"):
-            return _read_numpy(path, key)
-        if suffix in TABLE_SUFFIXES:
-            return _read_columns(path, id_column, exclude)
+            X, names, ids = _read_mat(path, key)
+        elif suffix in (".h5", ".hdf5"):
+            X, names, ids = _read_hdf5(path, key, id_column)
+        else:
+            X, names, ids = _read_numpy(path, key)
     except FeatbankError:
         raise
     except Exception as exc:  # the readers raise many types for a damaged file; name the file
         raise FeatbankError(f"cannot read feature file {path}: {exc}") from exc
-    raise FeatbankError(f"{path}: unsupported feature file type {suffix!r}; supported: {', '.join(SUFFIXES)}")
+    if feature_columns or exclude_columns:
+        picked = select_columns(names, feature_columns, exclude_columns, {}, path)
+        X, names = X[:, [names.index(c) for c in picked]], picked
+    return X, names, ids
 
 
 def _matrix(values: np.ndarray, what: str) -> np.ndarray:
@@ -103,11 +120,6 @@ def _matrix(values: np.ndarray, what: str) -> np.ndarray:
     if values.ndim != 2 or 0 in values.shape:
         raise FeatbankError(f"{what} has shape {values.shape}: expected items × features")
     return values.astype(np.float64)
-
-
-def default_names(d: int) -> list[str]:
-    """Names for unnamed feature columns: ``f0 .. f{d-1}``."""
-    return [f"f{j}" for j in range(d)]
 
 
 def _pick(candidates: dict[str, tuple[int, ...]], key: str | None, path: Path, what: str) -> str:
@@ -199,16 +211,18 @@ def read_table(path: Path, id_column: str | None) -> pd.DataFrame:
     return table
 
 
-def _read_columns(path: Path, id_column: str | None, exclude: tuple[str, ...]) -> Matrix:
+def _read_columns(path: Path, id_column: str | None, exclude: tuple[str, ...],
+                  feature_columns: list[str] | None, exclude_columns: list[str] | None) -> Matrix:
     table = read_table(path, id_column)
+    table.columns = table.columns.map(str)
     ids = table[id_column].tolist() if id_column and id_column in table.columns else None
-    features = table.drop(columns=[c for c in {id_column, *exclude} if c in table.columns])
-    text = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    if text:
-        raise FeatbankError(f"{path}: non-numeric column(s) {', '.join(text)}; every column other than "
-                            f"the id (--id-column) and the labels must be a numeric feature")
-    X = _matrix(features.to_numpy(dtype=np.float64, na_value=np.nan), str(path))
-    return X, [str(c) for c in features.columns], ids
+    reserved = {c: "a label or group column" for c in exclude if c in table.columns}
+    if ids is not None:
+        reserved[str(id_column)] = "the id column (--id-column)"
+    columns = select_columns(table.columns.tolist(), feature_columns, exclude_columns, reserved, path)
+    require_numeric(table, columns, picked=bool(feature_columns), path=path)
+    X = _matrix(table[columns].to_numpy(dtype=np.float64, na_value=np.nan), str(path))
+    return X, columns, ids
 
 
 # ---------------------------------------------------------------------------------- importing
@@ -225,6 +239,9 @@ class ImportReport:
     inf_values: int
     unlabelled: int  # feature rows whose id has no label row: not imported
     failed: list[str] = field(default_factory=list)  # ids of rows that are NaN throughout
+    label_columns: list[str] = field(default_factory=list)  # none: items for predict / export only
+    selection: list[str] = field(default_factory=list)  # what each item selection left out
+    groups: int = 0  # distinct groups (0: no group)
 
     @property
     def text(self) -> str:
@@ -232,6 +249,11 @@ class ImportReport:
                  f"  manifest: {self.manifest}",
                  f"  NaN values: {self.nan_values} in {self.rows_with_nan} rows (imputed inside each fold)"
                  + (f"; {self.inf_values} ±inf values in the file became NaN" if self.inf_values else "")]
+        lines.append(f"  labels: {', '.join(self.label_columns)}" if self.label_columns else
+                     "  no labels: the items serve predict and export (fit needs label columns)")
+        if self.groups:
+            lines.append(f"  groups: {self.groups} (CV folds never split one)")
+        lines += [f"  {note}" for note in self.selection]
         if self.unlabelled:
             lines.append(f"  {self.unlabelled} feature rows without a label row were left out")
         if self.failed:
@@ -261,45 +283,103 @@ def _label_columns(labels: pd.DataFrame, given: list[str] | None, taken: set[str
                                 f"reserved columns ({', '.join(RESERVED)}, {META_PREFIX}*); rename them")
         return list(given)
     numeric = [c for c in labels.columns if c not in taken and pd.api.types.is_numeric_dtype(labels[c])]
-    if len(numeric) == 1 and not same_file:
+    if len(numeric) <= 1 and not same_file:  # none: an id list, e.g. a challenge's unlabelled test list
         return numeric
-    why = ("features and labels share one file, so every numeric column but the labels is a feature"
-           if same_file else f"numeric columns: {', '.join(map(str, numeric)) or 'none'}")
+    why = ("features and labels share one file, so every numeric column but the labels is a feature; "
+           "without labels, leave out --labels" if same_file else f"numeric columns: {', '.join(map(str, numeric))}")
     raise FeatbankError(f"{path}: name the label column(s) with --label-columns ({why})")
 
 
-def _align(ids: list[str] | None, label_ids: list[str] | None, n_rows: int, n_labels: int,
-           features_path: Path, labels_path: Path) -> tuple[np.ndarray, int]:
-    """Feature row of each label row, and how many feature rows have no label row."""
-    if ids is not None and label_ids is not None:
-        for side, values, path in (("feature", ids, features_path), ("label", label_ids, labels_path)):
-            dup = pd.Index(values)[pd.Index(values).duplicated()].unique().tolist()
-            if dup:
-                raise FeatbankError(f"{path}: duplicate {side} ids, e.g. {', '.join(dup[:5])}")
-        position = {v: i for i, v in enumerate(ids)}
-        missing = [v for v in label_ids if v not in position]
-        if missing:
-            raise FeatbankError(f"{len(missing)} labelled items of {labels_path} have no row in {features_path} "
-                                f"(e.g. {', '.join(missing[:5])}); check the id columns")
-        return np.array([position[v] for v in label_ids], dtype=np.int64), n_rows - n_labels
-    if n_rows != n_labels:
-        raise FeatbankError(f"{features_path} has {n_rows} rows but {labels_path} has {n_labels}: without "
-                            f"ids on both sides rows are matched by order, so the counts must agree")
-    return np.arange(n_rows), 0
+@dataclass
+class _LabelFile:
+    """The label file as an import reads it: one row per item, in the order the manifest keeps."""
+
+    path: Path
+    table: pd.DataFrame
+    id_column: str | None
+    label_columns: list[str]
+    group_column: str | None
+
+    @property
+    def ids(self) -> list[str] | None:
+        return self.table[self.id_column].tolist() if self.id_column else None
+
+    @property
+    def never_features(self) -> set[str]:
+        """Columns that are never features, even when features and labels share one file."""
+        return {c for c in (self.id_column, self.group_column) if c} | set(self.label_columns)
 
 
-def _manifest_table(labels: pd.DataFrame, video_ids: list[str], dataset: str, label_columns: list[str],
-                    group_column: str | None, drop: set[str]) -> pd.DataFrame:
+def _read_labels(path: Path, id_column: str | None, label_columns: list[str] | None, group_column: str | None,
+                 same_file: bool) -> _LabelFile:
+    if not path.is_file():
+        raise FeatbankError(f"label file {path} does not exist")
+    table = read_table(path, id_column)
+    for what, col in (("id", id_column), ("group", group_column)):
+        if col and col not in table.columns:
+            raise FeatbankError(f"{path}: no {what} column {col!r}; columns: {', '.join(map(str, table.columns))}")
+    taken = {c for c in (id_column, group_column) if c}
+    return _LabelFile(path, table, id_column, _label_columns(table, label_columns, taken, path, same_file),
+                      group_column)
+
+
+def _check_unique(values: list[str] | None, path: Path, side: str) -> None:
+    if values is not None:
+        index = pd.Index(values)
+        dup = index[index.duplicated()].unique().tolist()
+        if dup:
+            raise FeatbankError(f"{path}: duplicate {side} ids, e.g. {', '.join(map(str, dup[:5]))}")
+
+
+def _align(ids: list[str] | None, labels: _LabelFile | None, keep: np.ndarray, n_rows: int,
+           features_path: Path) -> tuple[np.ndarray, int]:
+    """Feature row of each kept item, and how many feature rows have no label row.
+
+    Items are the label file's rows (or, without one, the feature file's): matched by id when both
+    files have ids (every kept labelled id needs a feature row), else by order (counts must agree).
+    """
+    label_ids = labels.ids if labels is not None else None
+    if labels is None or ids is None or label_ids is None:
+        if labels is not None and n_rows != len(labels.table):
+            raise FeatbankError(f"{features_path} has {n_rows} rows but {labels.path} has {len(labels.table)}: "
+                                f"without ids on both sides rows are matched by order, so the counts must agree")
+        return np.flatnonzero(keep), 0
+    position = {v: i for i, v in enumerate(ids)}
+    wanted = [v for v, k in zip(label_ids, keep) if k]
+    missing = [v for v in wanted if v not in position]
+    if missing:
+        raise FeatbankError(f"{len(missing)} labelled items of {labels.path} have no row in {features_path} "
+                            f"(e.g. {', '.join(missing[:5])}); check the id columns")
+    return np.array([position[v] for v in wanted], dtype=np.int64), len(set(ids) - set(label_ids))
+
+
+def _groups(video_ids: list[str], named: bool, labels: _LabelFile | None, keep: np.ndarray,
+            group_from_id: str | None) -> list[str] | None:
+    """Each kept item's group: from its id (``named``: the ids come from a file), or the label file's column."""
+    if group_from_id:
+        if not named:
+            raise FeatbankError("--group-from-id needs item ids: name the id column with --id-column")
+        return groups_from_ids(video_ids, group_from_id)
+    if labels is not None and labels.group_column:
+        return labels.table[labels.group_column].astype(str)[keep].tolist()
+    return None
+
+
+def _manifest_table(video_ids: list[str], dataset: str, groups: list[str] | None, labels: _LabelFile | None,
+                    keep: np.ndarray, drop: set[str]) -> pd.DataFrame:
     """video_id, import path, group, labels, and the label file's other columns as ``meta_*``."""
     table = pd.DataFrame({"video_id": video_ids,
                           "path": [VirtualItem(dataset, v).uri for v in video_ids]})
-    if group_column:
-        table["group"] = labels[group_column].astype(str).to_numpy()
-    for c in label_columns:
-        table[c] = labels[c].to_numpy()
-    for c in labels.columns:
-        if c not in drop and c not in label_columns and c != group_column:
-            table[c if str(c).startswith(META_PREFIX) else f"{META_PREFIX}{c}"] = labels[c].to_numpy()
+    if groups is not None:
+        table["group"] = groups
+    if labels is None:
+        return table
+    kept = labels.table[keep]
+    for c in labels.label_columns:
+        table[c] = kept[c].to_numpy()
+    for c in kept.columns:
+        if c not in drop and c not in labels.label_columns and c != labels.group_column:
+            table[c if str(c).startswith(META_PREFIX) else f"{META_PREFIX}{c}"] = kept[c].to_numpy()
     return table
 
 
@@ -322,70 +402,90 @@ def _rows(X: np.ndarray, video_ids: list[str], source: Path) -> dict[int, StepFe
     return out
 
 
-def import_features(bank_path: str | os.PathLike, manifest_out: str | os.PathLike,
-                    features_path: str | os.PathLike, labels_path: str | os.PathLike, name: str,
+def import_features(bank_path: StoreLike, manifest_out: str | os.PathLike,
+                    features_path: str | os.PathLike, labels_path: str | os.PathLike | None, name: str,
                     dataset: str | None = None, key: str | None = None, id_column: str | None = None,
                     label_columns: list[str] | None = None, label_id_column: str | None = None,
-                    group_column: str | None = None) -> ImportReport:
-    """Import a feature file with its label file into the bank and write the manifest of its items.
+                    group_column: str | None = None, *, feature_columns: list[str] | None = None,
+                    exclude_columns: list[str] | None = None, group_from_id: str | None = None,
+                    subset: str | None = None, keep_ids: str | os.PathLike | None = None,
+                    drop_ids: str | os.PathLike | None = None) -> ImportReport:
+    """Import a feature file (with its label file, if any) into the bank and write its items' manifest.
 
-    Rows are matched by id when both files have one (``id_column`` in the feature file,
-    ``label_id_column``, default ``id_column``, in the label file; labelled ids must all have
-    features, unlabelled feature rows are left out), else by order (the counts must agree).
-    ``dataset`` (default: the label file's name) scopes the ids: imports sharing it share items.
-    Everything is checked before the bank or the manifest is touched.
+    Items are the label file's rows; without a label file (``labels_path=None``: an unlabelled test
+    set, for predict) the feature file's rows. Rows are matched by id when both files have one
+    (``id_column`` in the feature file, ``label_id_column``, default ``id_column``, in the label
+    file; labelled ids must all have features, unlabelled feature rows are left out), else by order
+    (the counts must agree). A label file without a numeric column is an id list: unlabelled items.
+    ``dataset`` (default: the label, else feature, file's name) scopes the ids: imports sharing it
+    share items.
+
+    ``feature_columns`` / ``exclude_columns`` pick the features (names or globs); ``subset`` (a
+    published subset), ``keep_ids`` and ``drop_ids`` (id list files) pick the items
+    (:func:`featbank.io.selection.select_items`); ``group_from_id`` (a regex) derives each item's
+    group from its id instead of a ``group_column``. Everything is checked before the bank or the
+    manifest is touched.
     """
     from featbank.extraction.orchestrate import register_manifest  # deferred: it imports the decoders
 
-    features_path, labels_path, manifest_out = Path(features_path), Path(labels_path), Path(manifest_out)
+    features_path, manifest_out = Path(features_path), Path(manifest_out)
+    labels_path = Path(labels_path) if labels_path is not None else None
     _check_name(name)
-    dataset = dataset or re.sub(r"[^A-Za-z0-9_.-]+", "_", labels_path.stem)
+    dataset = dataset or re.sub(r"[^A-Za-z0-9_.-]+", "_", (labels_path or features_path).stem)
     if not DATASET_NAME.match(dataset):
         raise FeatbankError(f"dataset name {dataset!r}: use letters, digits, '_', '.', '-' only")
-    label_id_column = label_id_column or id_column
-    if not labels_path.is_file():
-        raise FeatbankError(f"label file {labels_path} does not exist")
-    labels = read_table(labels_path, label_id_column)
-    for what, col in (("id", label_id_column), ("group", group_column)):
-        if col and col not in labels.columns:
-            raise FeatbankError(f"{labels_path}: no {what} column {col!r}; columns: {', '.join(map(str, labels.columns))}")
-    same_file = features_path.resolve() == labels_path.resolve()
-    taken = {c for c in (label_id_column, group_column) if c}
-    label_columns = _label_columns(labels, label_columns, taken, labels_path, same_file)
-    exclude = tuple(sorted(taken | set(label_columns)))
-    X, feature_names, ids = _read_any(features_path, key, id_column, exclude)
+    if group_column and group_from_id:
+        raise FeatbankError("give the group either as a label-file column (--group-column) or from the id "
+                            "(--group-from-id), not both")
+    if labels_path is None and (label_columns or label_id_column or group_column):
+        raise FeatbankError("--label-columns, --label-id-column and --group-column name columns of the label "
+                            "file: give it with --labels")
+    same_file = labels_path is not None and features_path.resolve() == labels_path.resolve()
+    labels = None if labels_path is None else _read_labels(labels_path, label_id_column or id_column,
+                                                           label_columns, group_column, same_file)
+    exclude = tuple(sorted(labels.never_features)) if labels is not None else ()
+    X, feature_names, ids = _read_any(features_path, key, id_column, exclude, feature_columns, exclude_columns)
     X, n_inf = infinite_to_nan(X)
     if np.abs(X[np.isfinite(X)]).max(initial=0) > np.finfo(np.float32).max:
         raise FeatbankError(f"{features_path}: values beyond float32's range, which the bank stores; rescale them")
-    label_ids = labels[label_id_column].tolist() if label_id_column else None
-    order, unlabelled = _align(ids, label_ids, len(X), len(labels), features_path, labels_path)
+    label_ids = labels.ids if labels is not None else None
+    _check_unique(ids, features_path, "feature")
+    _check_unique(label_ids, labels.path if labels is not None else features_path, "label")
+    item_ids = label_ids if label_ids is not None else ids
+    keep, selection = select_items(item_ids, len(labels.table) if labels is not None else len(X), subset,
+                                   Path(keep_ids) if keep_ids else None, Path(drop_ids) if drop_ids else None)
+    order, unlabelled = _align(ids, labels, keep, len(X), features_path)
     X = X[order]
-    video_ids = label_ids or ids or [str(i) for i in range(len(X))]
-    drop = set(feature_names) | taken if same_file else taken
-    table = _manifest_table(labels, [str(v) for v in video_ids], dataset, label_columns, group_column, drop)
+    video_ids = ([str(v) for v, k in zip(item_ids, keep) if k] if item_ids is not None
+                 else [str(i) for i in np.flatnonzero(keep)])
+    groups = _groups(video_ids, item_ids is not None, labels, keep, group_from_id)
+    drop = (set(feature_names) if same_file else set()) | (labels.never_features if labels is not None else set())
+    table = _manifest_table(video_ids, dataset, groups, labels, keep, drop)
     try:
         manifest = validate_table(table, manifest_out, manifest_out.parent)
     except ManifestError as exc:
-        raise ManifestError(f"the labels in {labels_path} do not make a valid manifest "
-                            f"(line numbers are the label file's rows): {exc}") from exc
+        rows = "the label file's rows" if keep.all() else "the imported rows, after the item selection"
+        raise ManifestError(f"the items of {labels_path or features_path} do not make a valid manifest "
+                            f"(line numbers count {rows}): {exc}") from exc
 
     source_sha256 = file_digest(features_path).hex()
     gkey = group_key(name, source_sha256, key, feature_names)
     d = X.shape[1]
-    provenance = {
-        "extractor": name, "spec": IMPORT_SPEC_PREFIX + name, "version": IMPORTER_VERSION,
-        "config": {"source": str(features_path.resolve()), "sha256": source_sha256, "key": key,
-                   "id_column": id_column, "dataset": dataset},
-        "feature_names": feature_names, "pooled_names": feature_names, "weights": None,
-        "inf_to_nan": n_inf, "missing_values": "NaN (±inf in the file became NaN; imputed per fold)",
-        "featbank": __version__,
-    }
-    bank = FeatureBank(bank_path)
-    rows = register_manifest(bank, manifest)
-    bank.ensure_group(gkey, GroupLayout(pooled_dim=d, max_steps=1, step_dim=d, frames_per_step=0), provenance)
+    schema = GroupSchema(
+        extractor=name, spec=IMPORT_SPEC_PREFIX + name, version=IMPORTER_VERSION,
+        layout=GroupLayout(pooled_dim=d, max_steps=1, step_dim=d, frames_per_step=0),
+        config={"source": str(features_path.resolve()), "sha256": source_sha256, "key": key,
+                "id_column": id_column, "dataset": dataset},
+        feature_names=tuple(feature_names), pooled_names=tuple(feature_names),
+        details={"inf_to_nan": n_inf,
+                 "missing_values": "NaN (±inf in the file became NaN; imputed per fold)"},
+    )
     per_item = _rows(X, manifest.video_ids, features_path)
-    bank.commit(rows, {}, {gkey: {int(rows[i]): out for i, out in per_item.items()}},
-                {int(r): v for r, v in zip(rows, manifest.video_ids)})
+    with FeatureBank(bank_path) as bank:
+        rows = register_manifest(bank, manifest)
+        bank.ensure_group(gkey, schema)
+        bank.commit(rows, {}, {gkey: {int(rows[i]): out for i, out in per_item.items()}},
+                    {int(r): v for r, v in zip(rows, manifest.video_ids)})
 
     manifest_out.parent.mkdir(parents=True, exist_ok=True)
     partial = manifest_out.with_name(manifest_out.name + ".partial")
@@ -398,4 +498,6 @@ def import_features(bank_path: str | os.PathLike, manifest_out: str | os.PathLik
     return ImportReport(key=gkey, manifest=manifest_out, items=len(X), n_features=d,
                         nan_values=int(nan.sum()), rows_with_nan=int(nan.any(1).sum()), inf_values=n_inf,
                         unlabelled=unlabelled,
-                        failed=[manifest.video_ids[i] for i, o in per_item.items() if o.status == FAILED])
+                        failed=[manifest.video_ids[i] for i, o in per_item.items() if o.status == FAILED],
+                        label_columns=manifest.label_columns, selection=selection,
+                        groups=int(manifest.groups.nunique()) if manifest.groups is not None else 0)

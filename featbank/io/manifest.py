@@ -9,7 +9,8 @@ A manifest is a CSV or Parquet table with columns
   across train and test;
 - ``prompt`` (optional): the text prompt of AI-generated items;
 - any column starting with ``meta_``: free-form information, never validated or fitted;
-- every other column is a numeric label (e.g. the six FineVD dimensions).
+- every other column is a numeric label (e.g. the six FineVD dimensions). There may be none: an
+  unlabelled test list serves ``extract`` / ``predict`` / ``export``, and ``fit`` refuses it.
 
 Validation collects *every* offending row before raising, because a 40k-row manifest that fails
 one row at a time costs a user an afternoon.

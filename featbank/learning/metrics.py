@@ -16,7 +16,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import optimize, stats
+
+# scipy.stats and scipy.optimize are imported where used: they take a second or more to import,
+# and track definitions import this module just to name their scores (`featbank tracks`, `check`).
 
 MIN_SAMPLES = 4
 """The logistic has four free parameters; fewer samples make every post-mapping metric meaningless."""
@@ -46,6 +48,8 @@ def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson r that scores a constant prediction as 0 (no information) rather than NaN."""
+    from scipy import stats
+
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
     return float(stats.pearsonr(a, b).statistic)
@@ -53,12 +57,16 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def srcc(y: np.ndarray, p: np.ndarray) -> float:
     """Spearman rank correlation on raw predictions (invariant to any monotone mapping)."""
+    from scipy import stats
+
     y, p = _check(y, p)
     return 0.0 if np.ptp(p) == 0 else float(stats.spearmanr(y, p).statistic)
 
 
 def krcc(y: np.ndarray, p: np.ndarray) -> float:
     """Kendall tau-b on raw predictions."""
+    from scipy import stats
+
     y, p = _check(y, p)
     return 0.0 if np.ptp(p) == 0 else float(stats.kendalltau(y, p).statistic)
 
@@ -106,6 +114,8 @@ def fit_logistic4(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     optimiser starts on the right branch. If the fit does not converge or yields non-finite
     values, a linear mapping is used instead and a RuntimeWarning says so.
     """
+    from scipy import optimize
+
     y, p = _check(y, p)
     mu, sd = float(np.mean(p)), float(np.std(p))
     if sd == 0:  # constant predictions: the best monotone map is the mean MOS
@@ -178,6 +188,69 @@ def main_score(y: np.ndarray, p: np.ndarray) -> float:
 
 def _combine(srcc_value: float, plcc_logistic_value: float) -> float:
     return (abs(srcc_value) + abs(plcc_logistic_value)) / 2.0
+
+
+def main_score_poly3(y: np.ndarray, p: np.ndarray) -> float:
+    """Official NTIRE score ``(|SRCC| + |PLCC after a cubic p -> MOS|) / 2``.
+
+    The XGC 2025 (all three tracks) and AIGC 2024 (both tracks) reports name a third-order
+    polynomial before PLCC; on the THQA-NTIRE baseline it gives 0.78922, the logistic variant
+    (:func:`main_score`) 0.78918: both print as the published 0.7892.
+    """
+    return _combine(srcc(y, p), plcc_poly3(y, p))
+
+
+def selection_score(y: np.ndarray, p: np.ndarray) -> float:
+    """:func:`main_score_poly3` carrying the sign of SRCC: negative when the model is inverted.
+
+    Official scores take absolute values, so a perfectly inverted predictor scores like a perfect
+    one. Choosing models, stacking weights and "best" must not be fooled by that: use this score,
+    which ranks an inverted model below every informative one and a rank-uninformative one at 0.
+    """
+    rho = srcc(y, p)
+    return float(np.sign(rho)) * _combine(rho, plcc_poly3(y, p))
+
+
+def ranking_accuracy(p_first: np.ndarray, p_second: np.ndarray, first_better: np.ndarray) -> float:
+    """Fraction of labelled pairs whose predicted order matches the label (KVQ's Rank1/Rank2).
+
+    A pair is predicted "first better" when ``p_first >= p_second``: a predicted tie goes to the
+    first item, exactly as the KVQ organisers' ``metric_score.py`` does (``1 if s1 >= s2 else 2``).
+    """
+    p_first = np.asarray(p_first, dtype=np.float64)
+    p_second = np.asarray(p_second, dtype=np.float64)
+    first_better = np.asarray(first_better, dtype=bool)
+    if first_better.size == 0:
+        raise ValueError("no labelled pairs to rank")
+    return float(np.mean((p_first >= p_second) == first_better))
+
+
+XGC_UGC_DIMENSIONS = ("color", "noise", "artifact", "blur", "temporal", "overall")
+"""FineVD-GC's six labelled dimensions (NTIRE 2025 XGC report, Table 1)."""
+
+
+def xgc_ugc(per_dimension: dict[str, float]) -> float:
+    """XGC-UGC leaderboard score: the mean of the six per-dimension MainScores.
+
+    The report does not print this rule; its Table 1 obeys it on every row to within 0.00005.
+    """
+    missing = [d for d in XGC_UGC_DIMENSIONS if d not in per_dimension]
+    if missing:
+        raise ValueError(f"xgc_ugc needs all six dimensions; missing {', '.join(missing)}")
+    return float(np.mean([per_dimension[d] for d in XGC_UGC_DIMENSIONS]))
+
+
+KVQ_WEIGHTS = {"srocc": 0.45, "plcc": 0.45, "rank1": 0.05, "rank2": 0.05}
+"""KVQ Final Score weights (NTIRE 2024 short-form UGC report, Eq. 1; reproduces the 2025 table)."""
+
+
+def kvq_final(srocc: float, plcc_value: float, rank1: float, rank2: float) -> float:
+    """KVQ ``0.45·SROCC + 0.45·PLCC + 0.05·Rank1 + 0.05·Rank2`` from its four components.
+
+    Signed correlations, as the organisers' script sums them: an inverted model scores low here.
+    """
+    parts = {"srocc": srocc, "plcc": plcc_value, "rank1": rank1, "rank2": rank2}
+    return float(sum(KVQ_WEIGHTS[k] * v for k, v in parts.items()))
 
 
 def score(y: np.ndarray, p: np.ndarray) -> dict[str, float]:

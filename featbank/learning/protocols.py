@@ -1,280 +1,368 @@
-"""Named, reproducible evaluation protocols: explicit train/test index splits, scored per split.
+"""Evaluation protocols: named, reproducible ways to split labelled samples, as sklearn splitters.
 
 A published number is only comparable if the splits, the model selection and the metric are the
-same, so a protocol here is data, not a loop: a list of (train, test, seed) index arrays that is
-saved next to the scores (``splits.npz``) and can be reloaded to re-run or audit a result.
+same, so a protocol is data, not a loop. Each protocol expands into *rounds*: a round is one
+scoring unit, and its folds say which samples train which model.
 
-* :func:`videval`: VIDEVAL / UGC-VQA (Tu et al., TIP 2021): 100 random 80/20 splits,
-  ``train_test_split(test_size=0.2, random_state=ceil(8.8 i))`` for i = 1..100, learners seeded
-  with ``ceil(6.6 i)`` (svr_grid's inner selection split), medians over splits reported.
-* :func:`grouped_kfold`: repeated (grouped) k-fold, every fold a split.
-* :func:`holdout`: one fixed train/validation split, as NTIRE-style challenges score.
+* a **pooled** round partitions its samples into k folds, every fold is predicted by models
+  trained on the others, and the round is scored once on the pooled out-of-fold predictions
+  (k-fold CV, one round per repeat);
+* a **held-out** round has one test part (fold 0) scored on its own; its training part is split
+  into inner folds 1..k, which only a stack's meta-learner uses (VIDEVAL's 80/20 splits, NTIRE's
+  train/validation, ten random splits).
 
-:func:`evaluate` fits every base learner (feature block x learner) on each split's training part
-and scores it on the test part with :func:`featbank.learning.metrics.score` (PLCC after a logistic fitted
-on the test part, as VIDEVAL). With ``stack=True`` a meta-learner blends the bases: its training
-data are level-1 predictions of the *training* part from an inner k-fold (grouped when the
-protocol is), so no label of the test part reaches the blend's weights.
+Either way, the honest stack of :mod:`featbank.learning.engine` trains the meta-learner for test
+fold f on level-1 predictions of every other fold g from models fitted without {f, g}. Every
+protocol is also a scikit-learn splitter (``split(X, y, groups)``, ``get_n_splits``), so
+``cross_val_score(model, X, y, cv=protocol)`` runs the same splits.
+
+Adding a protocol is one entry in :data:`PROTOCOLS`: its syntax, its help line and how to build
+it from the spec's argument; the CLI's help and the spec parser read that table.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from joblib import Parallel, delayed
-from sklearn.base import RegressorMixin, clone
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
 
-from featbank.learning.crossval import STACK, base_names, check_inputs, fit_meta, split_base, fold_ids
 from featbank.errors import FeatbankError
-from featbank.learning.metrics import METRICS, score
-from regressors import make_learner
 
-Progress = Callable[[int, int], None]
-
-SUMMARY_METRICS: tuple[str, ...] = ("srcc", "krcc", "plcc_logistic", "rmse", "main_score")
-"""Metrics in :meth:`EvalResult.summary` (VIDEVAL's four plus the challenge score)."""
+INNER_FOLDS = 5
+"""Inner folds of a held-out round's training part (the stack's level-1 predictions)."""
 
 
 @dataclass(frozen=True)
-class Split:
-    """One train/test partition. ``seed`` seeds the learners fitted on it."""
+class Round:
+    """One scoring unit of a protocol.
 
-    train: np.ndarray
-    test: np.ndarray
+    ``order`` lists the round's samples (indices into the data) in the order learners see them:
+    VIDEVAL's svr_grid picks its inner split from the order of its training rows, so the order
+    ``train_test_split`` returned is kept. ``folds`` is aligned with ``order``. A pooled round
+    scores every fold; a held-out round scores fold 0 and uses folds 1..k as inner folds.
+    ``seed`` seeds the learners fitted in this round.
+    """
+
+    order: np.ndarray
+    folds: np.ndarray
+    pooled: bool
     seed: int
 
+    @property
+    def test_folds(self) -> list[int]:
+        """The folds this round scores."""
+        return sorted(set(self.folds.tolist())) if self.pooled else [0]
+
+    def rows(self, folds: tuple[int, ...], inside: bool) -> np.ndarray:
+        """Sample indices (in round order) inside, or outside, the given folds."""
+        hit = np.isin(self.folds, folds)
+        return self.order[hit if inside else ~hit]
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Indices of the samples this round scores, in order."""
+        return self.rows(tuple(self.test_folds), inside=True)
+
+
+def fold_ids(n: int, n_splits: int, repeats: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Test-fold index of every sample, shape ``(repeats, n)``; repeat r is shuffled with ``seed + r``.
+
+    With ``groups`` (e.g. the source content a distorted video came from), folds are grouped so
+    no group sits in both a training and a test part; otherwise samples are shuffled freely.
+    """
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if n_splits < 2:
+        raise FeatbankError(f"n_splits must be at least 2, got {n_splits}")
+    if repeats < 1:
+        raise FeatbankError(f"repeats must be at least 1, got {repeats}")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise FeatbankError(f"groups must have one entry per sample ({n}), got shape {groups.shape}")
+        n_groups = len(np.unique(groups))
+        if n_splits > n_groups:
+            raise FeatbankError(f"cannot make {n_splits} grouped folds from {n_groups} groups")
+    elif n_splits > n:
+        raise FeatbankError(f"cannot make {n_splits} folds from {n} samples")
+    ids = np.empty((repeats, n), dtype=np.int64)
+    for r in range(repeats):
+        if groups is None:
+            splits = KFold(n_splits, shuffle=True, random_state=seed + r).split(np.empty(n))
+        else:
+            splitter = GroupKFold(n_splits, shuffle=True, random_state=seed + r)
+            splits = splitter.split(np.empty(n), groups=groups)
+        for fold, (_, test) in enumerate(splits):
+            ids[r, test] = fold
+    return ids
+
+
+def held_out_round(train: np.ndarray, test: np.ndarray, seed: int, groups: np.ndarray | None,
+                   inner_folds: int = INNER_FOLDS) -> Round:
+    """A round scoring ``test``, with ``train`` (order kept) cut into seeded inner folds 1..k.
+
+    Inner folds are grouped when the data are. A training part holding fewer groups than k gets
+    one inner fold per group; one with a single group (or sample) gets one inner fold, which is
+    enough to score bases but not to stack (the engine says so).
+    """
+    train, test = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
+    if train.size == 0 or test.size == 0:
+        raise FeatbankError("a held-out split needs both training and test samples")
+    if np.intersect1d(train, test).size:
+        raise FeatbankError("training and test indices overlap")
+    inner_groups = None if groups is None else np.asarray(groups)[train]
+    available = len(np.unique(inner_groups)) if inner_groups is not None else len(train)
+    k = min(inner_folds, available)
+    inner = fold_ids(len(train), k, 1, seed, inner_groups)[0] + 1 if k >= 2 else np.ones(len(train), np.int64)
+    return Round(np.concatenate([train, test]), np.concatenate([inner, np.zeros(len(test), np.int64)]),
+                 pooled=False, seed=seed)
+
+
+class Protocol:
+    """Base of every protocol: a named list of rounds over ``n`` samples, and an sklearn splitter.
+
+    Subclasses implement :meth:`rounds`. ``spec`` is the text that rebuilds the protocol
+    (``kfold:5x2``), ``describe()`` says in words what it does, for reports.
+    """
+
+    spec: str = ""
+
+    def rounds(self, n: int, groups: np.ndarray | None = None) -> list[Round]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.spec
+
+    # -- scikit-learn splitter interface
+    def split(self, X: np.ndarray, y: np.ndarray | None = None,
+              groups: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(train, test) index arrays of every scored split, as scikit-learn splitters yield."""
+        for rnd in self.rounds(len(X), groups):
+            for fold in rnd.test_folds:
+                yield rnd.rows((fold,), inside=False), rnd.rows((fold,), inside=True)
+
+    def get_n_splits(self, X: np.ndarray | None = None, y: np.ndarray | None = None,
+                     groups: np.ndarray | None = None) -> int:
+        if X is None:
+            raise FeatbankError(f"protocol {self.spec!r} needs the data to count its splits")
+        return sum(len(r.test_folds) for r in self.rounds(len(X), groups))
+
 
 @dataclass
-class Protocol:
-    """A named list of splits over ``n`` samples; ``groups`` (if any) also groups a stack's inner folds."""
+class KFoldProtocol(Protocol):
+    """K-fold repeated R times, grouped by the manifest's groups when given: one pooled round per repeat."""
 
-    name: str
-    n: int
-    splits: list[Split]
-    groups: np.ndarray | None = None
+    k: int = 5
+    repeats: int = 1
+    seed: int = 0
 
-    def save(self, path: str | Path) -> None:
-        """Write every split's index arrays (and the groups) to one ``.npz`` file."""
-        arrays: dict[str, np.ndarray] = {
-            "name": np.array(self.name),
-            "n": np.array(self.n),
-            "seeds": np.array([s.seed for s in self.splits], dtype=np.int64),
-        }
-        for i, split in enumerate(self.splits):
-            arrays[f"train_{i}"] = split.train
-            arrays[f"test_{i}"] = split.test
-        if self.groups is not None:
-            arrays["groups"] = np.asarray(self.groups).astype(str)
-        np.savez_compressed(path, **arrays)
+    def __post_init__(self) -> None:
+        self.spec = f"kfold:{self.k}x{self.repeats}"
 
-    @classmethod
-    def load(cls, path: str | Path) -> Protocol:
-        with np.load(path, allow_pickle=False) as data:
-            seeds = data["seeds"]
-            splits = [Split(data[f"train_{i}"], data[f"test_{i}"], int(seed)) for i, seed in enumerate(seeds)]
-            groups = data["groups"] if "groups" in data else None
-            return cls(str(data["name"]), int(data["n"]), splits, groups)
+    def rounds(self, n: int, groups: np.ndarray | None = None) -> list[Round]:
+        ids = fold_ids(n, self.k, self.repeats, self.seed, groups)
+        return [Round(np.arange(n), row, pooled=True, seed=self.seed + r) for r, row in enumerate(ids)]
+
+    def describe(self) -> str:
+        reps = f", repeated {self.repeats} times" if self.repeats > 1 else ""
+        return f"{self.k}-fold cross-validation{reps}, each repeat scored on its pooled out-of-fold predictions"
 
 
-def videval(n: int, n_splits: int = 100) -> Protocol:
-    """VIDEVAL's repeated 80/20 splits of ``n`` samples, with its seeds.
+@dataclass
+class VidevalProtocol(Protocol):
+    """VIDEVAL / UGC-VQA (Tu et al., TIP 2021): N random 80/20 splits with the published seeds.
 
-    ``math.ceil(8.8 * i)`` is evaluated in floating point exactly as the original script does
-    (``8.8 * 25 = 220.00000000000003`` gives 221, not 220; 8 of the 100 seeds differ from exact
-    decimal arithmetic this way), so the index sets are the published ones.
-    Splitting ``arange(n)`` yields the same rows as splitting the feature matrix itself. Training
+    ``train_test_split(test_size=0.2, random_state=ceil(8.8 i))`` for i = 1..N, learners seeded
+    with ``ceil(6.6 i)``. ``math.ceil(8.8 * i)`` is evaluated in floating point exactly as the
+    original script does (``8.8 * 25 = 220.00000000000003`` gives 221; 8 of the 100 seeds differ
+    from exact decimal arithmetic this way), so the index sets are the published ones. Training
     indices keep ``train_test_split``'s shuffled order, on which svr_grid's inner split depends.
     """
-    if n_splits < 1:
-        raise FeatbankError(f"n_splits must be at least 1, got {n_splits}")
-    splits = []
-    for i in range(1, n_splits + 1):
-        train, test = train_test_split(np.arange(n), test_size=0.2, random_state=math.ceil(8.8 * i))
-        splits.append(Split(train, test, math.ceil(6.6 * i)))
-    return Protocol("videval", n, splits)
 
+    n_splits: int = 100
 
-def grouped_kfold(
-    n: int, k: int = 5, repeats: int = 1, seed: int = 0, groups: np.ndarray | None = None
-) -> Protocol:
-    """Every fold of :func:`featbank.learning.crossval.fold_ids` as a split; repeat r's learners use ``seed + r``."""
-    ids = fold_ids(n, k, repeats, seed, groups)
-    splits = [
-        Split(np.flatnonzero(row != f), np.flatnonzero(row == f), seed + r)
-        for r, row in enumerate(ids)
-        for f in range(k)
-    ]
-    return Protocol("grouped_kfold" if groups is not None else "kfold", n, splits, groups)
+    def __post_init__(self) -> None:
+        if self.n_splits < 1:
+            raise FeatbankError(f"n_splits must be at least 1, got {self.n_splits}")
+        self.spec = f"videval:{self.n_splits}"
 
+    def rounds(self, n: int, groups: np.ndarray | None = None) -> list[Round]:
+        from sklearn.model_selection import train_test_split
 
-def holdout(train_mask: np.ndarray, seed: int = 0) -> Protocol:
-    """One split: train where ``train_mask`` is true, score the rest (NTIRE train/validation)."""
-    mask = np.asarray(train_mask, dtype=bool)
-    if mask.ndim != 1 or mask.all() or not mask.any():
-        raise FeatbankError("train_mask must be 1-d with both training and held-out samples")
-    return Protocol("holdout", mask.size, [Split(np.flatnonzero(mask), np.flatnonzero(~mask), seed)])
+        out = []
+        for i in range(1, self.n_splits + 1):
+            train, test = train_test_split(np.arange(n), test_size=0.2, random_state=math.ceil(8.8 * i))
+            out.append(held_out_round(train, test, math.ceil(6.6 * i), groups))
+        return out
 
-
-# ---------------------------------------------------------------- fitting
-
-
-def _inner_template(fitted: Pipeline) -> Pipeline:
-    """Unfitted copy of a fitted pipeline for a stack's inner folds.
-
-    Steps that chose hyper-parameters from their training data and can hand the choice over
-    (``selected()``, e.g. svr_grid) are replaced by that choice: it came from the split's training
-    part only, so inner folds reusing it see nothing of the test part.
-    """
-    template = clone(fitted)
-    for name, step in fitted.steps:
-        if hasattr(step, "selected"):
-            template.set_params(**{name: step.selected()})
-    return template
-
-
-def _fit_base(
-    X: np.ndarray, y: np.ndarray, split: Split, learner: str, inner: np.ndarray | None, reuse_selected: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Test-part predictions of one base learner, plus its inner-fold OOF predictions of the training part."""
-    X_train, y_train = X[split.train], y[split.train]
-    model = make_learner(learner, random_state=split.seed).fit(X_train, y_train)
-    test_pred = model.predict(X[split.test])
-    if inner is None:
-        return test_pred, None
-    template: RegressorMixin = _inner_template(model) if reuse_selected else model
-    level1 = np.empty(len(y_train))
-    for fold in range(int(inner.max()) + 1):
-        held = inner == fold
-        level1[held] = clone(template).fit(X_train[~held], y_train[~held]).predict(X_train[held])
-    return test_pred, level1
-
-
-# ---------------------------------------------------------------- results
+    def describe(self) -> str:
+        return f"VIDEVAL's {self.n_splits} random 80/20 splits (seeds ceil(8.8 i)), each scored on its test part"
 
 
 @dataclass
-class EvalResult:
-    """Per-split scores of every base learner (and the stack) under one protocol.
+class RandomSplitsProtocol(Protocol):
+    """N seeded random train/validation splits (grouped when the data are), each scored on its own.
 
-    ``scores``: one row per (split, model) with every metric of :func:`featbank.learning.metrics.score`.
-    ``predictions``: one row per (split, model, test sample): split, model, sample, y_true, y_pred.
-    ``stack_weights``: one row per split, the meta-learner's intercept and weight per base.
+    The podium systems of the NTIRE/KVQ challenges train on ten such splits and submit the mean.
     """
 
-    protocol: Protocol
-    scores: pd.DataFrame
-    predictions: pd.DataFrame
-    stack_weights: pd.DataFrame = field(default_factory=pd.DataFrame)
+    n_splits: int = 10
+    train_size: float = 0.8
+    seed: int = 0
 
-    def summary(self) -> pd.DataFrame:
-        """Median and std over splits per model, bases in input order then the stack.
+    def __post_init__(self) -> None:
+        if self.n_splits < 1 or not 0.0 < self.train_size < 1.0:
+            raise FeatbankError("random:N[:FRACTION] needs N >= 1 and 0 < FRACTION < 1")
+        self.spec = f"random:{self.n_splits}:{self.train_size:g}"
 
-        std is the population std (``ddof=0``), VIDEVAL's ``np.std``, so spreads compare with the
-        published ones.
-        """
-        grouped = self.scores.groupby("model", sort=False)[list(SUMMARY_METRICS)]
-        table = pd.concat(
-            {"median": grouped.median(), "std": grouped.std(ddof=0)}, axis=1
-        ).swaplevel(axis=1)
-        table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-        ordered = [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("median", "std")]
-        table = table[ordered]
-        table.insert(0, "splits", self.scores.groupby("model", sort=False).size())
-        return table.reset_index()
+    def rounds(self, n: int, groups: np.ndarray | None = None) -> list[Round]:
+        from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 
-    def save(self, directory: str | Path) -> None:
-        """Write ``scores.csv``, ``summary.csv``, ``splits.npz``, ``predictions.csv`` (and ``stack_weights.csv``)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.scores.to_csv(directory / "scores.csv", index=False)
-        self.predictions.to_csv(directory / "predictions.csv", index=False)
-        self.summary().to_csv(directory / "summary.csv", index=False)
-        self.protocol.save(directory / "splits.npz")
-        if not self.stack_weights.empty:
-            self.stack_weights.to_csv(directory / "stack_weights.csv", index=False)
+        splitter_cls = ShuffleSplit if groups is None else GroupShuffleSplit
+        splitter = splitter_cls(self.n_splits, train_size=self.train_size, random_state=self.seed)
+        return [held_out_round(train, test, self.seed + i, groups)
+                for i, (train, test) in enumerate(splitter.split(np.empty(n), groups=groups))]
+
+    def describe(self) -> str:
+        return (f"{self.n_splits} random {self.train_size:.0%}/{1 - self.train_size:.0%} splits "
+                f"(seed {self.seed}), each scored on its validation part")
 
 
-def _inner_folds(protocol: Protocol, split: Split, k: int) -> np.ndarray:
-    """Inner fold id of each training sample, seeded by the split (grouped if the protocol is).
+@dataclass
+class HoldoutProtocol(Protocol):
+    """One fixed split: train where ``train_mask`` holds, score the rest (NTIRE train/validation)."""
 
-    A grouped training part may hold fewer groups than ``k`` (k-fold over 5 sources leaves 4 in
-    each training part); it then gets one inner fold per group, as many as are possible.
-    """
-    groups = None if protocol.groups is None else np.asarray(protocol.groups)[split.train]
-    if groups is not None:
-        k = min(k, len(np.unique(groups)))
-    return fold_ids(len(split.train), k, 1, split.seed, groups)[0]
+    train_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    seed: int = 0
+    label: str = "holdout"
+
+    def __post_init__(self) -> None:
+        mask = np.asarray(self.train_mask, dtype=bool)
+        if mask.ndim != 1 or mask.all() or not mask.any():
+            raise FeatbankError("a holdout needs both training and held-out samples")
+        self.train_mask = mask
+        self.spec = self.label
+
+    def rounds(self, n: int, groups: np.ndarray | None = None) -> list[Round]:
+        if n != self.train_mask.size:
+            raise FeatbankError(f"protocol {self.spec!r} is for {self.train_mask.size} samples, the data have {n}")
+        return [held_out_round(np.flatnonzero(self.train_mask), np.flatnonzero(~self.train_mask), self.seed, groups)]
+
+    def describe(self) -> str:
+        return f"one fixed split ({self.spec}): trained on {int(self.train_mask.sum())}, scored on the rest"
 
 
-def _check_protocol(protocol: Protocol, n: int) -> None:
-    if protocol.n != n:
-        raise FeatbankError(f"protocol {protocol.name!r} is for {protocol.n} samples, the data have {n}")
-    for i, split in enumerate(protocol.splits):
-        if np.intersect1d(split.train, split.test).size:
-            raise FeatbankError(f"split {i}: training and test indices overlap")
+@dataclass
+class SavedProtocol(Protocol):
+    """Rounds read back from ``splits.npz``: re-running or auditing a result uses the very same indices."""
+
+    saved: list[Round] = field(default_factory=list)
+    n: int = 0
+    text: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.spec = self.name
+
+    def rounds(self, n: int, groups: np.ndarray | None = None) -> list[Round]:
+        if n != self.n:
+            raise FeatbankError(f"protocol {self.spec!r} is for {self.n} samples, the data have {n}")
+        return list(self.saved)
+
+    def describe(self) -> str:
+        return self.text
 
 
-def evaluate(
-    blocks: dict[str, np.ndarray],
-    y: np.ndarray,
-    protocol: Protocol,
-    learners: Sequence[str],
-    stack: bool = True,
-    n_jobs: int = 1,
-    inner_folds: int = 5,
-    reuse_selected: bool = True,
-    progress: Progress | None = None,
-) -> EvalResult:
-    """Score every ``block/learner`` base (and the stack) on every split of ``protocol``.
+def save_rounds(path: str | Path, protocol: Protocol, rounds: list[Round], n: int) -> None:
+    """Write every round's sample order, folds, kind and seed (and the protocol's spec) to one ``.npz``."""
+    arrays: dict[str, np.ndarray] = {
+        "spec": np.array(protocol.spec), "description": np.array(protocol.describe()), "n": np.array(n),
+        "seeds": np.array([r.seed for r in rounds], dtype=np.int64),
+        "pooled": np.array([r.pooled for r in rounds], dtype=bool),
+    }
+    for i, rnd in enumerate(rounds):
+        arrays[f"order_{i}"] = rnd.order
+        arrays[f"folds_{i}"] = rnd.folds
+    np.savez_compressed(path, **arrays)
 
-    Fits run in parallel with joblib over (split, base) tasks. The stack's meta-learner is
-    :func:`featbank.learning.crossval.fit_meta` (non-negative least squares with intercept) trained on the
-    inner-fold level-1 predictions of the split's training part, then applied to the test-part
-    predictions of the bases refitted on the whole training part. ``reuse_selected`` lets
-    svr_grid's inner-fold fits reuse the (C, gamma) its outer fit chose on the training part
-    (False re-runs the 100-fit search in every inner fold: same protocol, 5x the SVR cost).
-    """
-    blocks, Y = check_inputs(blocks, y, ["y"], list(learners))
-    y = Y[:, 0]
-    _check_protocol(protocol, len(y))
-    bases = base_names(blocks, learners)
-    inner = {s: _inner_folds(protocol, split, inner_folds) for s, split in enumerate(protocol.splits)} if stack else {}
-    tasks = [(s, b) for s in range(len(protocol.splits)) for b in range(len(bases))]
-    parts = [split_base(base) for base in bases]
-    jobs = (
-        delayed(_fit_base)(blocks[parts[b][0]], y, protocol.splits[s], parts[b][1], inner.get(s), reuse_selected)
-        for s, b in tasks
-    )
-    test_preds: dict[int, np.ndarray] = {}
-    level1: dict[int, np.ndarray] = {}
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-    for done, ((s, b), (pred, oof)) in enumerate(zip(tasks, results, strict=True), start=1):
-        split = protocol.splits[s]
-        test_preds.setdefault(s, np.empty((len(split.test), len(bases))))[:, b] = pred
-        if oof is not None:
-            level1.setdefault(s, np.empty((len(split.train), len(bases))))[:, b] = oof
-        if progress is not None:
-            progress(done, len(tasks))
 
-    rows, frames, weights = [], [], []
-    for s, split in enumerate(protocol.splits):
-        y_test = y[split.test]
-        predictions = dict(zip(bases, test_preds[s].T, strict=True))
-        if stack:
-            meta = fit_meta(level1[s], y[split.train])
-            predictions[STACK] = meta.predict(test_preds[s])
-            weights.append({"split": s, "intercept": float(meta.intercept_), **dict(zip(bases, meta.coef_.tolist()))})
-        for model, pred in predictions.items():
-            rows.append({"split": s, "model": model, **score(y_test, pred)})
-            frames.append(
-                pd.DataFrame({"split": s, "model": model, "sample": split.test, "y_true": y_test, "y_pred": pred})
-            )
-    scores = pd.DataFrame(rows, columns=["split", "model", *METRICS])
-    return EvalResult(protocol, scores, pd.concat(frames, ignore_index=True), pd.DataFrame(weights))
+def load_rounds(path: str | Path) -> SavedProtocol:
+    """The protocol saved by :func:`save_rounds`, replaying its exact rounds."""
+    with np.load(path, allow_pickle=False) as data:
+        rounds = [Round(data[f"order_{i}"], data[f"folds_{i}"], bool(pooled), int(seed))
+                  for i, (seed, pooled) in enumerate(zip(data["seeds"], data["pooled"], strict=True))]
+        return SavedProtocol(saved=rounds, n=int(data["n"]), text=str(data["description"]), name=str(data["spec"]))
+
+
+# ---------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class ProtocolContext:
+    """What a spec may refer to besides its own text: the seed, and manifest columns by name."""
+
+    seed: int = 0
+    column: Callable[[str], np.ndarray] | None = None
+
+
+def _kfold(arg: str, ctx: ProtocolContext) -> Protocol:
+    k, _, repeats = (arg or "5").partition("x")
+    return KFoldProtocol(int(k), int(repeats or 1), ctx.seed)
+
+
+def _videval(arg: str, ctx: ProtocolContext) -> Protocol:
+    return VidevalProtocol(int(arg) if arg else 100)
+
+
+def _random(arg: str, ctx: ProtocolContext) -> Protocol:
+    n, _, fraction = (arg or "10").partition(":")
+    return RandomSplitsProtocol(int(n), float(fraction) if fraction else 0.8, ctx.seed)
+
+
+def _holdout(arg: str, ctx: ProtocolContext) -> Protocol:
+    column, sep, value = arg.partition("=")
+    if not sep or not column:
+        raise ValueError("expected holdout:COLUMN=VALUE")
+    if ctx.column is None:
+        raise FeatbankError("holdout needs a manifest to read its column from")
+    values = np.asarray(ctx.column(column)).astype(str)
+    return HoldoutProtocol(values == value, ctx.seed, label=f"holdout:{column}={value}")
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    syntax: str
+    help: str
+    build: Callable[[str, ProtocolContext], Protocol]
+
+
+PROTOCOLS: Mapping[str, ProtocolEntry] = {
+    "kfold": ProtocolEntry("kfold[:K[xR]]", "K-fold (5), repeated R times, grouped by `group` if present", _kfold),
+    "videval": ProtocolEntry("videval[:N]", "VIDEVAL's N (100) random 80/20 splits, seeds ceil(8.8 i)", _videval),
+    "random": ProtocolEntry("random[:N[:FRAC]]", "N (10) seeded random train/validation splits, FRAC (0.8) "
+                                                 "trains; grouped if `group` is present", _random),
+    "holdout": ProtocolEntry("holdout:COL=VAL", "train where column COL equals VAL, score the rest (NTIRE)", _holdout),
+}
+"""Every protocol a spec can name: ``name[:argument]``."""
+
+
+def protocol_help() -> str:
+    """The protocol lines of the CLI's help, from :data:`PROTOCOLS`."""
+    width = max(len(e.syntax) for e in PROTOCOLS.values()) + 2
+    return "\n".join(f"  {e.syntax:<{width}}{e.help}" for e in PROTOCOLS.values())
+
+
+def parse_protocol(spec: str, context: ProtocolContext | None = None) -> Protocol:
+    """The protocol a spec such as ``kfold:5x3``, ``videval:20`` or ``holdout:meta_split=train`` names."""
+    name, _, arg = spec.strip().partition(":")
+    entry = PROTOCOLS.get(name)
+    if entry is None:
+        raise FeatbankError(f"unknown protocol {spec!r}; use one of: "
+                            + ", ".join(e.syntax for e in PROTOCOLS.values()))
+    try:
+        return entry.build(arg, context or ProtocolContext())
+    except ValueError as error:
+        raise FeatbankError(f"bad protocol {spec!r} (syntax {entry.syntax}): {error}") from error

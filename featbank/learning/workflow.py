@@ -1,8 +1,9 @@
-"""The fit and predict workflows: manifest + bank → feature blocks → CV/stack → files on disk.
+"""The fit, evaluate and predict workflows: manifest + bank → feature blocks → engine → files.
 
-Everything a fit produces lands in one directory: ``model/`` (safe-format models), ``oof.csv``
-(out-of-fold predictions with fold ids, per repeat, target and model), ``scores.csv`` (per repeat),
-``summary.csv`` (median/std over repeats) and ``report.md`` with its plots.
+``fit`` and ``evaluate`` are one workflow: both run :func:`featbank.learning.engine.evaluate`
+under a protocol and save the same files (``predictions.csv`` with video ids, ``scores.csv`` per
+round, ``summary.csv``, ``splits.npz``, ``stack_weights.csv``, ``run.json``, ``report.md`` with
+plots); ``fit`` then refits the final model on every row and saves it in ``model/``.
 """
 
 from __future__ import annotations
@@ -15,35 +16,18 @@ import numpy as np
 import pandas as pd
 
 import extractors
-from featbank.learning import protocols
+from featbank.bank.matrix import FeatureBlocks
 from featbank.bank.store import FeatureBank
-from featbank.learning.crossval import CVResult, FittedEnsemble, cross_validate, fit_final, fold_ids
-from featbank.errors import BankError, FeatbankError, ManifestError
-from featbank.bank.matrix import FeatureBlocks, load_blocks
-from featbank.io.manifest import Manifest, load_manifest
+from featbank.errors import BankError, ManifestError
 from featbank.extraction.orchestrate import extract_manifest
-from featbank.learning.protocols import Protocol
-from featbank.learning.report import summary_text, write_report
 from featbank.extraction.weights import WeightsPolicy
-
-
-@dataclass
-class FitOutcome:
-    result: CVResult
-    summary: pd.DataFrame
-    out_dir: Path
-    report: Path
-    dropped: list[tuple[str, str]]
-
-    @property
-    def text(self) -> str:
-        """Console summary: one table per target, then where everything was written."""
-        parts = [summary_text(self.summary)]
-        if self.dropped:
-            parts.append(f"\n{len(self.dropped)} item(s) left out because extraction failed "
-                         f"(e.g. {self.dropped[0][0]} [{self.dropped[0][1]}])")
-        parts.append(f"\nreport: {self.report}\nmodel:  {self.out_dir / 'model'}")
-        return "\n".join(parts)
+from featbank.io.manifest import Manifest, load_manifest
+from featbank.learning import engine
+from featbank.learning.blocks import bank_keys, load_feature_blocks
+from featbank.learning.ensemble import FittedEnsemble, fit_final
+from featbank.learning.protocols import Protocol, ProtocolContext, parse_protocol
+from featbank.learning.report import summary_text, write_report
+from featbank.learning.results import Evaluation
 
 
 def _progress_bar(enabled: bool, desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -57,6 +41,11 @@ def _progress_bar(enabled: bool, desc: str) -> tuple[Callable[[int, int], None],
         bar.refresh()
 
     return update, bar.close
+
+
+def open_bank(bank: FeatureBank | str | Path) -> FeatureBank:
+    """``bank`` itself when already open, else the bank at that path or URL opened for reading."""
+    return bank if isinstance(bank, FeatureBank) else FeatureBank(bank, mode="r")
 
 
 @dataclass
@@ -74,42 +63,92 @@ class TrainingData:
     def video_ids(self) -> np.ndarray:
         return np.asarray(self.manifest.video_ids)[self.features.usable]
 
+    def column(self, name: str) -> np.ndarray:
+        """A manifest column over the usable rows (what a holdout protocol splits on)."""
+        if name not in self.manifest.table.columns:
+            raise ManifestError(f"column {name!r} is not in {self.manifest.source}")
+        return self.manifest.table[name].to_numpy()[self.features.usable]
 
-def training_data(manifest_path: Path, bank_path: str | Path, features: list[str],
+    def protocol(self, spec: str, seed: int = 0) -> Protocol:
+        """The protocol ``spec`` names, over these rows."""
+        return parse_protocol(spec, ProtocolContext(seed=seed, column=self.column))
+
+
+def training_data(manifest: Manifest | Path, bank: FeatureBank | str | Path, features: list[str],
                   targets: list[str] | None) -> TrainingData:
     """Labels and banked features of every manifest row whose extraction did not fail."""
-    manifest = load_manifest(manifest_path)
+    manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     targets = targets or manifest.label_columns
     if not targets:
         raise ManifestError(f"{manifest.source} has no label columns to fit")
     labels = manifest.labels(targets)
-    fb = load_blocks(FeatureBank(bank_path, mode="r"), manifest, features)
+    fb = load_feature_blocks(open_bank(bank), manifest, features)
     groups = manifest.groups.to_numpy()[fb.usable] if manifest.groups is not None else None
     return TrainingData(manifest, list(targets), fb, fb.subset(), labels.to_numpy()[fb.usable], groups)
 
 
-def fit_manifest(manifest_path: Path, bank_path: str | Path, features: list[str], targets: list[str] | None,
-                 learners: list[str], n_splits: int, repeats: int, seed: int, stack: bool,
-                 out_dir: Path, n_jobs: int = -1, progress: bool = True) -> FitOutcome:
-    data = training_data(manifest_path, bank_path, features, targets)
-    blocks, Y, targets, fb = data.blocks, data.Y, data.targets, data.features
-    folds = fold_ids(len(Y), n_splits=n_splits, repeats=repeats, seed=seed, groups=data.groups)
-    update, close = _progress_bar(progress, "cross-validate")
+@dataclass
+class Outcome:
+    """What ``fit`` or ``evaluate`` produced, and where it was written."""
+
+    evaluation: Evaluation
+    out_dir: Path
+    report: Path
+    dropped: list[tuple[str, str]]
+    model_dir: Path | None = None
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self.evaluation.summary()
+
+    @property
+    def text(self) -> str:
+        """Console summary: what was run, one table per target, then where everything was written."""
+        parts = [summary_text(self.evaluation)]
+        if self.dropped:
+            parts.append(f"\n{len(self.dropped)} item(s) left out because extraction failed "
+                         f"(e.g. {self.dropped[0][0]} [{self.dropped[0][1]}])")
+        parts.append(f"\nreport: {self.report}")
+        if self.model_dir is not None:
+            parts.append(f"model:  {self.model_dir}")
+        return "\n".join(parts)
+
+
+def evaluate_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path, features: list[str],
+                      targets: list[str] | None, learners: list[str], protocol: str = "videval",
+                      stack: bool = True, out_dir: Path = Path("runs/evaluate"), seed: int = 0,
+                      n_jobs: int = -1, progress: bool = True, refit: bool = False) -> Outcome:
+    """Score base learners (and the stack) under a protocol for every target; write the results.
+
+    With ``refit`` (what ``featbank fit`` does) the final model is then fitted on every usable row
+    and saved in ``out_dir/model``.
+    """
+    data = training_data(manifest, bank, features, targets)
+    splits = data.protocol(protocol, seed)
+    update, close = _progress_bar(progress, "fit" if refit else "evaluate")
     try:
-        result = cross_validate(blocks, Y, targets, learners, folds, stack=stack, n_jobs=n_jobs,
-                                progress=update)
+        evaluation = engine.evaluate(data.blocks, data.Y, data.targets, learners, splits, groups=data.groups,
+                                     stack=stack, n_jobs=n_jobs, progress=update)
     finally:
         close()
-    ensemble = fit_final(blocks, Y, targets, learners, result, stack=stack, n_jobs=n_jobs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ensemble.save(out_dir / "model")
-    oof = result.oof.assign(video_id=data.video_ids[result.oof["sample"].to_numpy()])
-    oof.to_csv(out_dir / "oof.csv", index=False)
-    result.scores.to_csv(out_dir / "scores.csv", index=False)
-    summary = result.summary()
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    report = write_report(result.oof, summary, out_dir)
-    return FitOutcome(result=result, summary=summary, out_dir=out_dir, report=report, dropped=fb.dropped)
+    evaluation.save(out_dir, sample_ids=data.video_ids)
+    report = write_report(evaluation, out_dir, "fit" if refit else "evaluate")
+    model_dir = None
+    if refit:
+        ensemble = fit_final(data.blocks, data.Y, data.targets, learners, evaluation, stack=stack, n_jobs=n_jobs)
+        model_dir = out_dir / "model"
+        ensemble.save(model_dir)
+    return Outcome(evaluation=evaluation, out_dir=out_dir, report=report, dropped=data.features.dropped,
+                   model_dir=model_dir)
+
+
+def fit_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path, features: list[str],
+                 targets: list[str] | None, learners: list[str], protocol: str = "kfold:5",
+                 stack: bool = True, out_dir: Path = Path("runs/fit"), seed: int = 0, n_jobs: int = -1,
+                 progress: bool = True) -> Outcome:
+    """Evaluate under ``protocol`` (grouped 5-fold by default), then fit and save the final model."""
+    return evaluate_manifest(manifest, bank, features, targets, learners, protocol=protocol, stack=stack,
+                             out_dir=out_dir, seed=seed, n_jobs=n_jobs, progress=progress, refit=True)
 
 
 def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPolicy) -> list[str]:
@@ -120,7 +159,7 @@ def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPol
     """
     bank = FeatureBank(bank_path, mode="r")
     specs = []
-    for key in keys:
+    for key in bank_keys(keys):
         if bank.is_imported(key):
             continue
         attrs = bank.group(key).attrs
@@ -152,7 +191,7 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
     extract_manifest(manifest_path, bank_path, _extractor_specs(bank_path, keys, weights), device=device,
                      weights=weights, progress=progress)
     manifest = load_manifest(manifest_path)
-    fb = load_blocks(FeatureBank(bank_path, mode="r"), manifest, keys)
+    fb = load_feature_blocks(FeatureBank(bank_path, mode="r"), manifest, keys)
     preds = pd.DataFrame(np.nan, index=range(len(manifest.video_ids)), columns=ensemble.targets)
     if fb.usable.any():
         preds.loc[fb.usable] = ensemble.predict(fb.subset()).to_numpy()
@@ -160,79 +199,3 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     preds.to_csv(out_csv, index=False)
     return preds
-
-
-PROTOCOLS = "videval[:SPLITS] | kfold[:K[xREPEATS]] | holdout:COLUMN=VALUE"
-
-
-def protocol_for(spec: str, data: TrainingData, seed: int = 0) -> Protocol:
-    """The splits a protocol spec names, over ``data``'s usable rows.
-
-    ``kfold`` is grouped whenever the manifest has a ``group`` column; ``holdout:meta_split=train``
-    trains where that column equals ``train`` and scores every other row (NTIRE's train/val).
-    """
-    name, _, arg = spec.partition(":")
-    n = len(data.Y)
-    try:
-        if name == "videval":
-            return protocols.videval(n, int(arg) if arg else 100)
-        if name == "kfold":
-            k, _, repeats = (arg or "5").partition("x")
-            return protocols.grouped_kfold(n, int(k), int(repeats or 1), seed, data.groups)
-        if name == "holdout" and "=" in arg:
-            column, value = arg.split("=", 1)
-            if column not in data.manifest.table.columns:
-                raise ManifestError(f"holdout column {column!r} is not in {data.manifest.source}")
-            values = data.manifest.table[column].astype(str).to_numpy()[data.features.usable]
-            return protocols.holdout(values == value, seed)
-    except ValueError as error:
-        raise FeatbankError(f"bad protocol {spec!r}: {error}") from error
-    raise FeatbankError(f"unknown protocol {spec!r}; use {PROTOCOLS}")
-
-
-@dataclass
-class EvaluateOutcome:
-    summary: pd.DataFrame
-    out_dir: Path
-    report: Path
-
-    @property
-    def text(self) -> str:
-        return f"{summary_text(self.summary, ' (median ± std over splits)')}\n\nreport: {self.report}"
-
-
-def evaluate_manifest(manifest_path: Path, bank_path: str | Path, features: list[str],
-                      targets: list[str] | None, learners: list[str], protocol: str, stack: bool,
-                      out_dir: Path, seed: int = 0, n_jobs: int = -1, progress: bool = True) -> EvaluateOutcome:
-    """Score base learners (and the stack) under a named protocol, per target; write the results.
-
-    ``out_dir`` gets ``splits.npz`` (the exact index sets), ``scores.csv`` (per split, model and
-    target), ``summary.csv`` (median and std), ``predictions.csv``, ``stack_weights.csv`` and a
-    report with plots.
-    """
-    data = training_data(manifest_path, bank_path, features, targets)
-    splits = protocol_for(protocol, data, seed)
-    scores, predictions, weights, summaries = [], [], [], []
-    for t, target in enumerate(data.targets):
-        update, close = _progress_bar(progress, f"evaluate {target}")
-        try:
-            result = protocols.evaluate(data.blocks, data.Y[:, t], splits, learners, stack=stack,
-                                        n_jobs=n_jobs, progress=update)
-        finally:
-            close()
-        scores.append(result.scores.assign(target=target))
-        predictions.append(result.predictions.assign(
-            target=target, video_id=data.video_ids[result.predictions["sample"].to_numpy()]))
-        weights.append(result.stack_weights.assign(target=target))
-        summaries.append(result.summary().assign(target=target))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    splits.save(out_dir / "splits.npz")
-    pd.concat(scores, ignore_index=True).to_csv(out_dir / "scores.csv", index=False)
-    preds = pd.concat(predictions, ignore_index=True)
-    preds.to_csv(out_dir / "predictions.csv", index=False)
-    if stack:
-        pd.concat(weights, ignore_index=True).to_csv(out_dir / "stack_weights.csv", index=False)
-    summary = pd.concat(summaries, ignore_index=True)
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    report = write_report(preds.rename(columns={"split": "repeat"}), summary, out_dir)
-    return EvaluateOutcome(summary=summary, out_dir=out_dir, report=report)

@@ -1,4 +1,4 @@
-"""Tests for :mod:`featbank.learning.crossval`: fold assignment, out-of-fold predictions, honest stacking, refits.
+"""Tests for :mod:`featbank.learning.engine`: fold assignment, out-of-fold predictions, honest stacking, refits.
 
 Out-of-fold predictions are recomputed by hand with :func:`regressors.make_learner` and the nested
 stack by an independent re-implementation of its documented protocol, so a model that saw its
@@ -16,12 +16,16 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from featbank.learning.crossval import STACK, CVResult, FittedEnsemble, cross_validate, fit_final, fold_ids
+from featbank.learning.engine import evaluate
+from featbank.learning.ensemble import FittedEnsemble, fit_final
+from featbank.learning.protocols import KFoldProtocol, RandomSplitsProtocol, VidevalProtocol, fold_ids
+from featbank.learning.results import STACK, Evaluation
 from featbank.errors import FeatbankError
 from featbank.learning.metrics import METRICS, main_score, score, srcc
 from regressors import make_learner
 
-N, K, REPEATS = 90, 4, 2
+N, K, REPEATS, SEED = 90, 4, 2, 11
+PROTOCOL = KFoldProtocol(K, REPEATS, seed=SEED)
 LEARNERS = ["ridge", "svr"]
 
 
@@ -41,18 +45,18 @@ def problem() -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def folds() -> np.ndarray:
-    return fold_ids(N, K, REPEATS, seed=11)
+    return fold_ids(N, K, REPEATS, seed=SEED)
 
 
 @pytest.fixture(scope="module")
-def result(problem, folds) -> CVResult:
+def result(problem) -> Evaluation:
     blocks, y = problem
-    return cross_validate(blocks, y, ["mos"], LEARNERS, folds, stack=True, n_jobs=1)
+    return evaluate(blocks, y, ["mos"], LEARNERS, PROTOCOL, stack=True, n_jobs=1)
 
 
 def predictions(oof: pd.DataFrame, model: str, repeat: int = 0, target: str = "mos") -> np.ndarray:
-    """One model's OOF predictions for one repeat and target, in sample order."""
-    part = oof[(oof["model"] == model) & (oof["repeat"] == repeat) & (oof["target"] == target)]
+    """One model's OOF predictions for one repeat (round) and target, in sample order."""
+    part = oof[(oof["model"] == model) & (oof["round"] == repeat) & (oof["target"] == target)]
     return part.sort_values("sample")["y_pred"].to_numpy()
 
 
@@ -126,11 +130,11 @@ def test_fold_ids_reject_impossible_requests(kwargs, message: str) -> None:
 def test_oof_has_one_row_per_repeat_target_model_sample(result, problem, folds) -> None:
     _, y = problem
     bases = ["good/ridge", "good/svr", "noise/ridge", "noise/svr"]
-    assert set(result.oof["model"]) == set(bases) | {STACK}
-    assert len(result.oof) == REPEATS * 1 * (len(bases) + 1) * N
-    keys = ["repeat", "target", "model", "sample"]
-    assert not result.oof.duplicated(keys).any()
-    for (repeat, _, _), part in result.oof.groupby(["repeat", "target", "model"]):
+    assert set(result.predictions["model"]) == set(bases) | {STACK}
+    assert len(result.predictions) == REPEATS * 1 * (len(bases) + 1) * N
+    keys = ["round", "target", "model", "sample"]
+    assert not result.predictions.duplicated(keys).any()
+    for (repeat, _, _), part in result.predictions.groupby(["round", "target", "model"]):
         part = part.sort_values("sample")
         np.testing.assert_array_equal(part["sample"], np.arange(N))
         np.testing.assert_array_equal(part["fold"], folds[repeat])
@@ -146,8 +150,8 @@ def test_base_oof_equals_fit_without_the_fold_by_hand(result, problem, folds, ba
         expected = np.empty(N)
         for f in range(K):
             test = folds[repeat] == f
-            expected[test] = fit_predict(blocks[block], y, ~test, learner, seed=repeat)
-        np.testing.assert_allclose(predictions(result.oof, base, repeat), expected, rtol=1e-9, atol=1e-12)
+            expected[test] = fit_predict(blocks[block], y, ~test, learner, seed=SEED + repeat)
+        np.testing.assert_allclose(predictions(result.predictions, base, repeat), expected, rtol=1e-9, atol=1e-12)
 
 
 def test_stack_oof_equals_independent_nested_recomputation(result, problem, folds) -> None:
@@ -156,7 +160,7 @@ def test_stack_oof_equals_independent_nested_recomputation(result, problem, fold
     bases = [f"{b}/{l}" for b in blocks for l in LEARNERS]
     repeat = 1
     fold_of = folds[repeat]
-    outer = np.column_stack([predictions(result.oof, b, repeat) for b in bases])
+    outer = np.column_stack([predictions(result.predictions, b, repeat) for b in bases])
     expected = np.empty(N)
     for f in range(K):
         test = fold_of == f
@@ -166,17 +170,17 @@ def test_stack_oof_equals_independent_nested_recomputation(result, problem, fold
             train = ~(test | inner)
             for j, base in enumerate(bases):
                 block, learner = base.split("/")
-                level1[inner, j] = make_learner(learner, random_state=repeat).fit(
+                level1[inner, j] = make_learner(learner, random_state=SEED + repeat).fit(
                     blocks[block][train], y[train]).predict(blocks[block][inner])
         meta = LinearRegression(positive=True).fit(level1[~test], y[~test])
         expected[test] = meta.predict(outer[test])
-    np.testing.assert_allclose(predictions(result.oof, STACK, repeat), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(predictions(result.predictions, STACK, repeat), expected, rtol=1e-9, atol=1e-12)
 
 
 def test_scores_table_recomputes_from_oof(result) -> None:
     assert len(result.scores) == REPEATS * 5
     for row in result.scores.itertuples():
-        part = result.oof[(result.oof["repeat"] == row.repeat) & (result.oof["model"] == row.model)]
+        part = result.predictions[(result.predictions["round"] == row.round) & (result.predictions["model"] == row.model)]
         expected = score(part["y_true"].to_numpy(), part["y_pred"].to_numpy())
         for metric in METRICS:
             assert getattr(row, metric) == pytest.approx(expected[metric], abs=1e-12)
@@ -189,7 +193,7 @@ def test_informative_block_beats_noise_block(result) -> None:
 
 
 def test_stack_weights_favour_informative_block(result) -> None:
-    weights = result.stack_weights["mos"]
+    weights, _ = result.mean_stack_weights("mos")
     assert set(weights) == {"good/ridge", "good/svr", "noise/ridge", "noise/svr"}
     assert all(w >= 0 for w in weights.values())  # non-negative meta-learner
     good = weights["good/ridge"] + weights["good/svr"]
@@ -197,12 +201,15 @@ def test_stack_weights_favour_informative_block(result) -> None:
     assert good > 0.7 and good > 2 * noise
 
 
-def test_stack_weights_are_meta_fit_on_repeat_zero_full_oof(result, problem) -> None:
+def test_stack_weights_of_a_pooled_round_are_the_meta_fit_on_its_full_oof(result, problem) -> None:
     _, y = problem
-    bases = list(result.stack_weights["mos"])
-    meta = LinearRegression(positive=True).fit(np.column_stack([predictions(result.oof, b, 0) for b in bases]), y)
-    np.testing.assert_allclose([result.stack_weights["mos"][b] for b in bases], meta.coef_, atol=1e-10)
-    assert result.stack_intercepts["mos"] == pytest.approx(meta.intercept_, abs=1e-10)
+    bases = result.bases
+    for r in range(REPEATS):
+        meta = LinearRegression(positive=True).fit(
+            np.column_stack([predictions(result.predictions, b, r) for b in bases]), y)
+        row = result.stack_weights[result.stack_weights["round"] == r].iloc[0]
+        np.testing.assert_allclose(row[bases].to_numpy(float), meta.coef_, atol=1e-10)
+        assert row["intercept"] == pytest.approx(meta.intercept_, abs=1e-10)
 
 
 def test_honest_stack_is_not_implausibly_better_than_best_base(result) -> None:
@@ -222,62 +229,62 @@ def test_stack_on_pure_noise_target_learns_nothing() -> None:
     rng = np.random.default_rng(0)
     y = rng.normal(size=n)
     blocks = {f"noise{i}": rng.normal(size=(n, 3)) for i in range(5)}
-    result = cross_validate(blocks, y, ["mos"], LEARNERS, fold_ids(n, 4, 1, seed=0), n_jobs=1)
-    honest = srcc(y, predictions(result.oof, STACK))
+    result = evaluate(blocks, y, ["mos"], LEARNERS, KFoldProtocol(4, 1, seed=0), n_jobs=1)
+    honest = srcc(y, predictions(result.predictions, STACK))
     assert abs(honest) < 0.3
-    bases = list(result.stack_weights["mos"])
-    in_sample = result.stack_intercepts["mos"] + sum(
-        result.stack_weights["mos"][b] * predictions(result.oof, b) for b in bases)
+    weights, intercept = result.mean_stack_weights("mos")
+    in_sample = intercept + sum(w * predictions(result.predictions, b) for b, w in weights.items())
     assert srcc(y, in_sample) > honest
 
 
-def test_summary_is_median_and_std_over_repeats_best_first(result) -> None:
+def test_summary_is_median_and_population_std_over_rounds_best_signed_first(result) -> None:
     summary = result.summary()
-    assert list(summary["main_score_median"]) == sorted(summary["main_score_median"], reverse=True)
+    assert list(summary["selection_median"]) == sorted(summary["selection_median"], reverse=True)
     grouped = result.scores.groupby("model")
     for row in summary.itertuples():
         assert row.main_score_median == pytest.approx(grouped["main_score"].median()[row.model])
-        assert row.srcc_std == pytest.approx(grouped["srcc"].std()[row.model])
+        assert row.srcc_std == pytest.approx(grouped["srcc"].std(ddof=0)[row.model])
+        assert row.rounds == REPEATS
     assert {f"{m}_{s}" for m in METRICS for s in ("median", "std")} <= set(summary.columns)
 
 
 def test_without_stacking_only_bases_and_two_folds_suffice(problem) -> None:
     blocks, y = problem
-    two_folds = fold_ids(N, 2, 1, seed=0)
-    result = cross_validate(blocks, y, ["mos"], ["ridge"], two_folds, stack=False, n_jobs=1)
-    assert set(result.oof["model"]) == {"good/ridge", "noise/ridge"}
-    assert result.stack_weights == {}
+    result = evaluate(blocks, y, ["mos"], ["ridge"], KFoldProtocol(2, 1, seed=0), stack=False, n_jobs=1)
+    assert set(result.predictions["model"]) == {"good/ridge", "noise/ridge"}
+    assert result.stack_weights.empty
 
 
 def test_multi_target_runs_each_target_independently(problem, folds) -> None:
     blocks, y = problem
     second = -2.0 * y + 10  # a reversed, rescaled second label
-    both = cross_validate(blocks, np.column_stack([y, second]), ["a", "b"], ["ridge"], folds[:1], n_jobs=1)
-    alone = cross_validate(blocks, second, ["b"], ["ridge"], folds[:1], n_jobs=1)
-    assert set(both.oof["target"]) == {"a", "b"}
+    one = KFoldProtocol(K, 1, seed=SEED)
+    both = evaluate(blocks, np.column_stack([y, second]), ["a", "b"], ["ridge"], one, n_jobs=1)
+    alone = evaluate(blocks, second, ["b"], ["ridge"], one, n_jobs=1)
+    assert set(both.predictions["target"]) == {"a", "b"}
     for model in ["good/ridge", "noise/ridge", STACK]:
-        np.testing.assert_allclose(predictions(both.oof, model, target="b"),
-                                   predictions(alone.oof, model, target="b"), rtol=1e-12)  # fmt: skip
+        np.testing.assert_allclose(predictions(both.predictions, model, target="b"),
+                                   predictions(alone.predictions, model, target="b"), rtol=1e-12)  # fmt: skip
     # ridge is affine-equivariant in y, so the second target's base OOF is the first's, mapped.
-    np.testing.assert_allclose(predictions(both.oof, "good/ridge", target="b"),
-                               -2.0 * predictions(both.oof, "good/ridge", target="a") + 10, rtol=1e-6)  # fmt: skip
-    assert set(both.stack_weights) == {"a", "b"}
+    np.testing.assert_allclose(predictions(both.predictions, "good/ridge", target="b"),
+                               -2.0 * predictions(both.predictions, "good/ridge", target="a") + 10, rtol=1e-6)  # fmt: skip
+    assert set(both.stack_weights["target"]) == {"a", "b"}
 
 
 def test_progress_counts_every_fit(problem, folds) -> None:
     blocks, y = problem
     calls: list[tuple[int, int]] = []
-    cross_validate(blocks, y, ["mos"], ["ridge"], folds, n_jobs=1, progress=lambda d, t: calls.append((d, t)))
+    evaluate(blocks, y, ["mos"], ["ridge"], PROTOCOL, n_jobs=1, progress=lambda d, t: calls.append((d, t)))
     expected_total = REPEATS * 1 * 2 * (K + K * (K - 1) // 2)  # single-fold plus pair exclusions
     assert calls == [(done, expected_total) for done in range(1, expected_total + 1)]
 
 
 def test_parallel_workers_reproduce_serial_results(problem) -> None:
     blocks, y = problem
-    three = fold_ids(N, 3, 1, seed=3)
-    serial = cross_validate(blocks, y, ["mos"], ["lightgbm"], three, stack=False, n_jobs=1)
-    parallel = cross_validate(blocks, y, ["mos"], ["lightgbm"], three, stack=False, n_jobs=2)
-    pd.testing.assert_frame_equal(serial.oof, parallel.oof)
+    three = KFoldProtocol(3, 1, seed=3)
+    serial = evaluate(blocks, y, ["mos"], ["lightgbm"], three, stack=False, n_jobs=1)
+    parallel = evaluate(blocks, y, ["mos"], ["lightgbm"], three, stack=False, n_jobs=2)
+    pd.testing.assert_frame_equal(serial.predictions, parallel.predictions)
 
 
 @pytest.mark.parametrize(
@@ -287,17 +294,15 @@ def test_parallel_workers_reproduce_serial_results(problem) -> None:
         (lambda b, y, f: ({"a/b": b["good"]}, y, f, ["ridge"]), "must not contain '/'"),
         (lambda b, y, f: (b, np.where(np.arange(N) == 3, np.nan, y), f, ["ridge"]), "non-finite target"),
         (lambda b, y, f: ({"good": b["good"][:-1]}, y, f, ["ridge"]), "must have shape"),
-        (lambda b, y, f: (b, y, fold_ids(N, 2, 1, seed=0), ["ridge"]), "stacking needs at least 3 folds"),
-        (lambda b, y, f: (b, y, np.where(f == 1, 0, f), ["ridge"]), "fold ids must be 0..k-1"),
+        (lambda b, y, f: (b, y, KFoldProtocol(2, 1), ["ridge"]), "stacking needs at least 3 folds"),
         (lambda b, y, f: ({}, y, f, ["ridge"]), "no feature blocks"),
     ],
-    ids=["unknown-learner", "slash-in-block", "nan-target", "row-mismatch", "two-folds-stacked",
-         "empty-fold", "no-blocks"],
+    ids=["unknown-learner", "slash-in-block", "nan-target", "row-mismatch", "two-folds-stacked", "no-blocks"],
 )
-def test_cross_validate_rejects_bad_inputs(problem, folds, change, message: str) -> None:
-    blocks, y, f, learners = change(*problem, folds)
+def test_evaluate_rejects_bad_inputs(problem, change, message: str) -> None:
+    blocks, y, protocol, learners = change(*problem, PROTOCOL)
     with pytest.raises(FeatbankError, match=message):
-        cross_validate(blocks, y, ["mos"], learners, f, n_jobs=1)
+        evaluate(blocks, y, ["mos"], learners, protocol, n_jobs=1)
 
 
 # ---------------------------------------------------------------- final fit and persistence
@@ -311,8 +316,8 @@ def stacked(problem, result) -> FittedEnsemble:
 
 def test_fit_final_stack_blends_full_refits_with_repeat_averaged_weights(stacked, problem, result) -> None:
     blocks, y = problem
-    bases = list(result.stack_weights["mos"])
-    metas = [LinearRegression(positive=True).fit(np.column_stack([predictions(result.oof, b, r) for b in bases]), y)
+    bases = result.bases
+    metas = [LinearRegression(positive=True).fit(np.column_stack([predictions(result.predictions, b, r) for b in bases]), y)
              for r in range(REPEATS)]  # fmt: skip
     weights = np.mean([m.coef_ for m in metas], axis=0)
     intercept = np.mean([m.intercept_ for m in metas])
@@ -327,10 +332,11 @@ def test_fit_final_stack_blends_full_refits_with_repeat_averaged_weights(stacked
     np.testing.assert_allclose(stacked.predict(blocks)["mos"], expected, rtol=1e-9, atol=1e-9)
 
 
-def test_fit_final_without_stack_picks_best_base_by_median_main_score(problem, result) -> None:
+def test_fit_final_without_stack_picks_best_base_by_median_signed_score(problem, result) -> None:
     blocks, y = problem
     ensemble = fit_final(blocks, y, ["mos"], LEARNERS, result, stack=False, n_jobs=1)
-    medians = result.scores[result.scores["model"] != STACK].groupby("model")["main_score"].median()
+    bases = result.scores[result.scores["model"] != STACK]
+    medians = (np.sign(bases["srcc"]) * bases["main_score"]).groupby(bases["model"]).median()
     best = medians.idxmax()
     assert ensemble.chosen == {"mos": best}
     assert list(ensemble.models["mos"]) == [best]
@@ -405,3 +411,51 @@ def test_in_sample_main_score_of_final_stack_is_high(stacked, problem) -> None:
     blocks, y = problem
     assert main_score(y, stacked.predict(blocks)["mos"].to_numpy()) > 0.85
 
+
+
+# ---------------------------------------------------------------- held-out rounds
+
+
+def test_held_out_stack_equals_independent_recomputation(problem) -> None:
+    """Held-out round: bases fit on the training part (in its order); the meta-learner on inner-fold OOF."""
+    blocks, y = problem
+    protocol = VidevalProtocol(2)
+    result = evaluate(blocks, y, ["mos"], ["ridge"], protocol, stack=True, n_jobs=1)
+    bases = result.bases
+    for r, rnd in enumerate(protocol.rounds(N)):
+        train, test = rnd.rows((0,), inside=False), rnd.rows((0,), inside=True)
+        inner = rnd.folds[rnd.folds > 0]
+        outer = np.column_stack([
+            make_learner("ridge", random_state=rnd.seed).fit(blocks[b.split("/")[0]][train], y[train])
+            .predict(blocks[b.split("/")[0]][test]) for b in bases])
+        level1 = np.empty((len(train), len(bases)))
+        for g in np.unique(inner):
+            held = inner == g
+            for j, base in enumerate(bases):
+                X = blocks[base.split("/")[0]][train]
+                level1[held, j] = make_learner("ridge", random_state=rnd.seed).fit(
+                    X[~held], y[train][~held]).predict(X[held])
+        expected = LinearRegression(positive=True).fit(level1, y[train]).predict(outer)
+        got = result.predictions[(result.predictions["round"] == r) & (result.predictions["model"] == STACK)]
+        np.testing.assert_array_equal(got["sample"], test)
+        np.testing.assert_allclose(got["y_pred"], expected, rtol=1e-9, atol=1e-12)
+
+
+def test_held_out_rounds_need_two_inner_folds_to_stack() -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 2)), rng.normal(size=12)
+    one_group_trains = np.repeat(["a", "b"], 6)
+    with pytest.raises(FeatbankError, match="inner folds a stack needs"):
+        evaluate({"x": X}, y, ["mos"], ["ridge"], RandomSplitsProtocol(1, 0.5, seed=0), groups=one_group_trains)
+
+
+def test_summary_flags_inverted_models_and_ranks_them_by_signed_score(problem) -> None:
+    blocks, y = problem
+    result = evaluate(blocks, y, ["mos"], ["ridge"], KFoldProtocol(3, 1, seed=0), stack=False, n_jobs=1)
+    flipped = result.scores.copy()
+    flipped.loc[flipped["model"] == "good/ridge", "srcc"] *= -1  # as if the model had learnt the sign wrong
+    result.scores = flipped
+    summary = result.summary()
+    assert list(summary["model"]) == ["noise/ridge", "good/ridge"]  # higher |main score|, but inverted
+    assert summary.set_index("model").loc["good/ridge", "inverted"]
+    assert result.best_base("mos") == "noise/ridge"

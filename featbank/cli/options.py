@@ -1,0 +1,99 @@
+"""Options and helpers several commands share: the bank, the track check, weights and fit options.
+
+Kept apart from the command modules so each option is spelled (and documented) once, and free of
+heavy imports so that building the parser for ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from featbank.errors import UsageError
+
+EXIT_ITEMS_FAILED = 6
+DEFAULT_BANK = os.environ.get("FEATBANK_BANK", "featbank.zarr")
+
+
+def csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_bank(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bank", default=DEFAULT_BANK,
+                   help="Zarr feature bank: a directory or an fsspec URL such as s3://bucket/bank.zarr "
+                        "(default: $FEATBANK_BANK or ./featbank.zarr)")
+
+
+def add_track(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", default=None,
+                   help="check the manifest against a challenge track first (see `featbank tracks`)")
+
+
+def add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device for deep extractors (cpu, cuda, cuda:1)")
+    p.add_argument("--weights-dir", type=Path, default=None,
+                   help="directory of pretrained checkpoints (default: $FEATBANK_WEIGHTS; the torch-hub "
+                        "and Hugging Face caches are searched too); see `featbank weights list`")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build deep extractors with seeded RANDOM weights instead of checkpoints: for "
+                        "dry runs and tests only; recorded in the bank, in groups of their own")
+    p.add_argument("--accept-non-commercial", action="store_true",
+                   help="confirm this is non-commercial research, as some checkpoints' licences require")
+
+
+def weights_policy(args: argparse.Namespace):
+    from featbank.extraction.weights import WeightsPolicy, weights_dir
+
+    return WeightsPolicy(directory=weights_dir(args.weights_dir), random=args.random_weights,
+                         accept_non_commercial=args.accept_non_commercial)
+
+
+def add_fit_options(p: argparse.ArgumentParser) -> None:
+    from regressors import LEARNERS
+
+    p.add_argument("--learners", type=csv_list, default=["svr", "elasticnet", "lightgbm", "mlp"],
+                   help=f"base learners, comma-separated, from: {', '.join(LEARNERS)} "
+                        "(default: svr,elasticnet,lightgbm,mlp)")
+    p.add_argument("--protocol", default=None, metavar="SPEC",
+                   help="how samples are split for scoring (see 'protocols' below)")
+    p.add_argument("--folds", type=int, default=None, help="shorthand for --protocol kfold:FOLDSxREPEATS")
+    p.add_argument("--repeats", type=int, default=None, help="repeat k-fold with new seeds (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and learners")
+    p.add_argument("--stack", action="store_true",
+                   help="fit a non-negative linear meta-learner on the base models' held-out predictions "
+                        "(trained on inner folds only, so the reported stack score does not leak)")
+    p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default: all cores)")
+
+
+def protocol_epilog(default: str) -> str:
+    """The protocols section of ``fit`` / ``evaluate`` help, from the protocol table."""
+    from featbank.learning.protocols import protocol_help
+
+    return (f"protocols (default {default}):\n{protocol_help()}\n"
+            "feature blocks: A,B fits one model per block (blended by --stack); A+B joins them into one matrix.\n"
+            "learner svr_grid is VIDEVAL's RBF-SVR with its inner 80/20 grid search.")
+
+
+def protocol_spec(args: argparse.Namespace, default: str) -> str:
+    """The protocol the options name: --protocol, or k-fold from --folds/--repeats, else ``default``."""
+    if args.protocol is not None:
+        if args.folds is not None or args.repeats is not None:
+            raise UsageError("give either --protocol or --folds/--repeats, not both")
+        return args.protocol
+    if args.folds is not None or args.repeats is not None:
+        return f"kfold:{args.folds or 5}x{args.repeats or 1}"
+    return default
+
+
+def checked_manifest(path: Path, track_name: str | None):
+    """Load and validate the manifest, and check it against ``track_name`` when given."""
+    from featbank.io.manifest import load_manifest
+    from featbank.io.tracks import load_track
+
+    manifest = load_manifest(path)
+    track = load_track(track_name) if track_name else None
+    if track is not None:
+        track.check(manifest)
+    return manifest, track

@@ -1,0 +1,262 @@
+"""The one evaluation engine: every base learner (and the honest stack) under any protocol.
+
+Base learners are every (feature block, learner) pair, named ``"block/learner"``, fitted per
+target. A protocol (:mod:`featbank.learning.protocols`) expands into rounds; in each round a base
+model is fitted without each scored fold and predicts it.
+
+The stack is a non-negative linear meta-learner over the bases' predictions. It is scored
+honestly: for test fold f its training data are level-1 predictions of every other fold g from
+models fitted without {f, g}, so no label of fold f reaches its weights. In a pooled round
+(k-fold) the model fitted without {f, g} also serves fold g predicting f, so fits are cached by
+the *set* of excluded folds: k single-fold fits plus k(k-1)/2 pair fits per base, target and
+round instead of k². In a held-out round (VIDEVAL, holdout, random splits) the pairs are the
+test part plus one inner fold of the training part; learners that choose hyper-parameters on
+their training data and can hand the choice over (``selected()``, e.g. svr_grid) reuse the
+choice of the round's outer fit in its inner fits (it saw only the training part).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import RegressorMixin, clone
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
+
+from featbank.errors import FeatbankError
+from featbank.learning.metrics import score
+from featbank.learning.protocols import Protocol, Round
+from featbank.learning.results import STACK, Evaluation
+from regressors import make_learner
+
+Progress = Callable[[int, int], None]
+
+
+def base_names(blocks: dict[str, np.ndarray], learners: Sequence[str]) -> list[str]:
+    """Base-model names, ``"block/learner"`` for every feature block and learner."""
+    return [f"{block}/{learner}" for block in blocks for learner in learners]
+
+
+def split_base(name: str) -> tuple[str, str]:
+    """``(block, learner)`` of a base-model name."""
+    block, learner = name.rsplit("/", 1)
+    return block, learner
+
+
+def check_inputs(
+    blocks: dict[str, np.ndarray], Y: np.ndarray, targets: Sequence[str], learners: Sequence[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Validated float copies of ``blocks`` and ``Y`` (2-d, one column per target)."""
+    if not blocks:
+        raise FeatbankError("no feature blocks given")
+    if not learners:
+        raise FeatbankError("no learners given")
+    for learner in learners:
+        make_learner(learner)  # raises FeatbankError listing valid names
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.ndim != 2 or Y.shape[1] != len(targets):
+        raise FeatbankError(f"Y must have shape (n, {len(targets)}) for targets {list(targets)}, got {Y.shape}")
+    if not np.all(np.isfinite(Y)):
+        raise FeatbankError(f"Y has {int((~np.isfinite(Y)).sum())} missing or non-finite target values")
+    checked = {}
+    for name, X in blocks.items():
+        if "/" in name:
+            raise FeatbankError(f"block name {name!r} must not contain '/'")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] != Y.shape[0]:
+            raise FeatbankError(f"block {name!r} must have shape ({Y.shape[0]}, d), got {X.shape}")
+        checked[name] = X
+    return checked, Y
+
+
+def fit_meta(level1: np.ndarray, y: np.ndarray) -> LinearRegression:
+    """Non-negative least squares with intercept: a blend that cannot bet against a base model."""
+    return LinearRegression(positive=True).fit(level1, y)
+
+
+def _inner_template(fitted: Pipeline) -> RegressorMixin:
+    """Unfitted copy of a fitted pipeline whose self-tuning steps keep the choice they made."""
+    template = clone(fitted)
+    for name, step in getattr(fitted, "steps", []):
+        if hasattr(step, "selected"):
+            template.set_params(**{name: step.selected()})
+    return template
+
+
+Exclusion = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Fits of one base learner on one round and target, one per excluded fold set, in order.
+
+    ``chained``: the first fit's hyper-parameter choice is reused by the following ones.
+    """
+
+    round: int
+    target: int
+    base: int
+    exclusions: tuple[Exclusion, ...]
+    chained: bool
+
+
+def _run_job(X: np.ndarray, y: np.ndarray, rnd: Round, learner: str, exclusions: tuple[Exclusion, ...],
+             chained: bool) -> list[np.ndarray]:
+    """Predictions of the samples inside each excluded fold set by a model fitted on the rest."""
+    out, template = [], None
+    for excluded in exclusions:
+        train, test = rnd.rows(excluded, inside=False), rnd.rows(excluded, inside=True)
+        if template is None:
+            model = make_learner(learner, random_state=rnd.seed).fit(X[train], y[train])
+            if chained:
+                template = _inner_template(model)
+        else:
+            model = clone(template).fit(X[train], y[train])
+        out.append(model.predict(X[test]))
+    return out
+
+
+def _jobs(rounds: list[Round], n_targets: int, n_bases: int, stack: bool, reuse_selected: bool) -> list[_Job]:
+    jobs = []
+    for r, rnd in enumerate(rounds):
+        folds = sorted(set(rnd.folds.tolist()))
+        for t, b in itertools.product(range(n_targets), range(n_bases)):
+            if rnd.pooled:
+                exclusions = [(f,) for f in folds] + (list(itertools.combinations(folds, 2)) if stack else [])
+                jobs += [_Job(r, t, b, (e,), False) for e in exclusions]
+            else:
+                inner = [(0, g) for g in folds if g != 0] if stack else []
+                jobs.append(_Job(r, t, b, ((0,), *inner), reuse_selected))
+    return jobs
+
+
+def _check_stackable(rounds: list[Round]) -> None:
+    for r, rnd in enumerate(rounds):
+        n_folds = len(set(rnd.folds.tolist()))
+        if rnd.pooled and n_folds < 3:
+            raise FeatbankError("stacking needs at least 3 folds (its inner CV leaves out two)")
+        if not rnd.pooled and n_folds < 3:
+            raise FeatbankError(f"round {r}: the training part cannot be cut into the 2+ inner folds a "
+                                f"stack needs (too few samples or groups)")
+
+
+Cache = dict[Exclusion, np.ndarray]
+"""Excluded folds -> (n, n_bases) predictions of the models fitted without them (NaN elsewhere)."""
+
+
+def _blend(cache: Cache, rnd: Round, y: np.ndarray, outer: np.ndarray) -> tuple[np.ndarray, LinearRegression]:
+    """Honest stacked predictions of one round and target, and the round's descriptive meta-learner.
+
+    For test fold f the meta-learner is trained on the other folds' level-1 predictions from
+    models that never saw f (nor the fold being predicted), then applied to f's outer predictions.
+    The round's meta-learner (what the final model averages) is fitted on the full outer OOF
+    matrix of a pooled round, and is fold 0's meta-learner in a held-out round.
+    """
+    stacked = np.full(len(y), np.nan)
+    meta = None
+    folds = sorted(set(rnd.folds.tolist()))
+    for f in rnd.test_folds:
+        level1 = np.full_like(outer, np.nan)
+        for g in folds:
+            if g != f:
+                rows = rnd.rows((g,), inside=True)
+                level1[rows] = cache[tuple(sorted((f, g)))][rows]
+        train, test = rnd.rows((f,), inside=False), rnd.rows((f,), inside=True)
+        meta = fit_meta(level1[train], y[train])
+        stacked[test] = meta.predict(outer[test])
+    if rnd.pooled:
+        scored = rnd.scored
+        meta = fit_meta(outer[scored], y[scored])
+    assert meta is not None
+    return stacked, meta
+
+
+def evaluate(
+    blocks: dict[str, np.ndarray],
+    Y: np.ndarray,
+    targets: Sequence[str],
+    learners: Sequence[str],
+    protocol: Protocol,
+    groups: np.ndarray | None = None,
+    stack: bool = True,
+    n_jobs: int = -1,
+    reuse_selected: bool = True,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Score every ``block/learner`` base (and the stack) per target on every round of ``protocol``.
+
+    ``blocks`` maps a feature-block name to its (n, d) matrix (NaN allowed: each pipeline imputes
+    within its training part); ``Y`` is (n, targets). Fits run in parallel with joblib over
+    independent (round, target, base, excluded folds) jobs; ``progress(done, total)`` counts fits.
+    ``reuse_selected=False`` re-runs svr_grid's search in every inner fit of held-out rounds
+    (same protocol, 5x the SVR cost).
+    """
+    blocks, Y = check_inputs(blocks, Y, targets, learners)
+    n = Y.shape[0]
+    rounds = protocol.rounds(n, groups)
+    if stack:
+        _check_stackable(rounds)
+    bases = base_names(blocks, learners)
+    parts = [split_base(base) for base in bases]
+    jobs = _jobs(rounds, len(targets), len(bases), stack, reuse_selected)
+    total = sum(len(job.exclusions) for job in jobs)
+    calls = (
+        delayed(_run_job)(blocks[parts[j.base][0]], Y[:, j.target], rounds[j.round], parts[j.base][1],
+                          j.exclusions, j.chained)
+        for j in jobs
+    )
+    caches: dict[tuple[int, int], Cache] = {}
+    done = 0
+    for job, predictions in zip(jobs, Parallel(n_jobs=n_jobs, return_as="generator")(calls), strict=True):
+        rnd = rounds[job.round]
+        cache = caches.setdefault((job.round, job.target), {})
+        for excluded, pred in zip(job.exclusions, predictions, strict=True):
+            matrix = cache.setdefault(excluded, np.full((n, len(bases)), np.nan))
+            matrix[rnd.rows(excluded, inside=True), job.base] = pred
+        done += len(job.exclusions)
+        if progress is not None:
+            progress(done, total)
+    return _collect(caches, rounds, Y, list(targets), bases, stack, protocol, groups is not None)
+
+
+def _collect(caches: dict[tuple[int, int], Cache], rounds: list[Round], Y: np.ndarray, targets: list[str],
+             bases: list[str], stack: bool, protocol: Protocol, grouped: bool) -> Evaluation:
+    """Tables of predictions, scores and stack weights from the filled caches."""
+    split_of = {}
+    for r, rnd in enumerate(rounds):
+        for f in rnd.test_folds:
+            split_of[(r, f)] = len(split_of)
+    frames, score_rows, weight_rows = [], [], []
+    for (r, t), cache in sorted(caches.items()):
+        rnd, y = rounds[r], Y[:, t]
+        outer = np.full((len(y), len(bases)), np.nan)
+        fold_of = np.full(len(y), -1)
+        split = np.full(len(y), -1)
+        for f in rnd.test_folds:
+            rows = rnd.rows((f,), inside=True)
+            outer[rows] = cache[(f,)][rows]
+            fold_of[rows], split[rows] = f, split_of[(r, f)]
+        scored = rnd.scored
+        predictions = {base: outer[scored, b] for b, base in enumerate(bases)}
+        if stack:
+            stacked, meta = _blend(cache, rnd, y, outer)
+            predictions[STACK] = stacked[scored]
+            weight_rows.append({"round": r, "target": targets[t], "intercept": float(meta.intercept_),
+                                **dict(zip(bases, meta.coef_.tolist(), strict=True))})
+        for model, pred in predictions.items():
+            frames.append(pd.DataFrame({
+                "round": r, "split": split[scored], "fold": fold_of[scored], "target": targets[t],
+                "model": model, "sample": scored, "y_true": y[scored], "y_pred": pred}))
+            score_rows.append({"round": r, "target": targets[t], "model": model, **score(y[scored], pred)})
+    return Evaluation(
+        protocol=protocol, rounds=rounds, n=Y.shape[0], targets=targets, bases=bases, stacked=stack,
+        grouped=grouped, predictions=pd.concat(frames, ignore_index=True),
+        scores=pd.DataFrame(score_rows), stack_weights=pd.DataFrame(weight_rows),
+    )
