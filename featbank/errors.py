@@ -49,3 +49,9 @@ class UsageError(FeatbankError):
     """Options that contradict each other or name nothing valid; exit 2 like argparse's own errors."""
 
     exit_code = 2
+
+
+class ItemsFailedError(FeatbankError):
+    """The run finished, but some items have no result (their extraction failed); they are listed."""
+
+    exit_code = 6

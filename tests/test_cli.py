@@ -87,13 +87,19 @@ def test_fit_then_predict_writes_models_reports_and_a_submission(track, extracte
     assert {p.name for p in run.glob("*.png")} == {"main_score.png", "scatter_blur.png", "scatter_overall.png"}
 
     submission = tmp_path / "sub.csv"
-    code = main(["predict", "--manifest", str(track / "with_corrupt.csv"), "--model", str(run / "model"),
-                 "--out", str(submission), "--bank", str(extracted), "--no-progress"])
+    args = ["predict", "--manifest", str(track / "with_corrupt.csv"), "--model", str(run / "model"),
+            "--out", str(submission), "--bank", str(extracted), "--no-progress"]
+    capsys.readouterr()
+    assert main(args) == 6, "an unscorable item stops the submission: it must never go out with a hole"
+    assert "1 item(s) have no features, so no prediction: corrupt" in capsys.readouterr().err
+    assert not submission.exists()
+    assert main([*args, "--fill-missing", "median"]) == 6  # written, filled on request, still flagged
+    assert "filled by the median prediction: corrupt" in capsys.readouterr().err
     preds = pd.read_csv(submission)
-    assert code == 6, "an unscorable item gives an empty prediction and exit 6"
     assert list(preds.columns) == ["video_id", "blur", "overall"] and len(preds) == 16
-    assert preds.set_index("video_id").loc["corrupt"].isna().all()
-    assert np.isfinite(preds.drop(columns="video_id").drop(index=15).to_numpy()).all()
+    filled = preds.set_index("video_id").loc["corrupt"]
+    others = preds.set_index("video_id").drop(index="corrupt")
+    np.testing.assert_allclose(filled.to_numpy(float), others.median().to_numpy(float))
 
 
 def test_predict_extracts_missing_features_for_new_items(track, extracted, tmp_path):
@@ -268,3 +274,84 @@ def test_run_sh_keeps_relative_paths_and_the_default_bank_in_the_callers_folder(
     checked = subprocess.run([run_sh, "featbank", "check", "--manifest", "m.csv"], cwd=tmp_path, env=env,
                              capture_output=True, text=True)
     assert checked.returncode == 0 and "6 items" in checked.stdout, checked.stderr
+
+
+def _with_mos(track: Path, out: Path) -> Path:
+    """The demo manifest with KVQ's label column (`mos`, here the demo's overall score)."""
+    table = pd.read_csv(track / "manifest.csv")
+    table.assign(mos=table["overall"]).to_csv(out, index=False)
+    return out
+
+
+def test_fit_and_evaluate_with_a_track_print_its_official_score_first(track, extracted, tmp_path, capsys):
+    manifest = _with_mos(track, track / "kvq.csv")
+    for command in ("fit", "evaluate"):
+        run = tmp_path / command
+        code = main([command, "--manifest", str(manifest), "--features", "handcrafted", "--track", "kvq",
+                     "--protocol", "kfold:3", "--stack", "--bank", str(extracted), "--out", str(run), *FAST])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert out.index("official score of track kvq: kvq_final") < out.index("== mos")
+        official = pd.read_csv(run / "official.csv")
+        parts = official[official["target"] == "mos"].set_index("model")
+        total = official[official["target"] == "kvq_final"].set_index("model")["score"]
+        for model, row in parts.iterrows():  # the leaderboard formula, from its own parts
+            assert total[model] == pytest.approx(0.45 * row["srocc"] + 0.45 * row["plcc"] + 0.05 * row["rank1"]
+                                                 + 0.05 * row["rank2"])
+        assert {"rank1", "rank2"} <= set(pd.read_csv(run / "official_summary.csv").columns)
+        assert "official score of track kvq" in (run / "report.md").read_text()
+
+
+def test_finevd_track_reports_the_mean_of_six_dimensions_and_needs_all_six(track, extracted, tmp_path, capsys):
+    run = tmp_path / "finevd"
+    assert main(["evaluate", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
+                 "--track", "finevd", "--protocol", "kfold:3", "--bank", str(extracted), "--out", str(run),
+                 *FAST]) == 0
+    official = pd.read_csv(run / "official.csv")
+    for model, part in official.groupby("model"):
+        dims = part[part["target"] != "xgc_ugc"]
+        assert len(dims) == 6
+        assert part[part["target"] == "xgc_ugc"]["score"].iloc[0] == pytest.approx(dims["score"].mean())
+    capsys.readouterr()
+    assert main(["evaluate", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
+                 "--track", "finevd", "--targets", "blur", "--protocol", "kfold:3", "--bank", str(extracted),
+                 "--out", str(tmp_path / "x"), *FAST]) == 2
+    assert "needs predictions of color, noise" in capsys.readouterr().err
+
+
+def test_ensemble_mean_of_random_splits_predicts_the_members_mean_with_spread(track, extracted, tmp_path, capsys):
+    run = tmp_path / "mean"
+    assert main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted", "--targets",
+                 "blur", "--protocol", "random:4:0.7", "--ensemble", "mean", "--stack", "--bank", str(extracted),
+                 "--out", str(run), *FAST]) == 0
+    description = json.loads((run / "model" / "ensemble.json").read_text())
+    assert description["kind"] == "mean" and len(description["members"]) == 4
+    submission = tmp_path / "sub.csv"
+    assert main(["predict", "--manifest", str(track / "manifest.csv"), "--model", str(run / "model"),
+                 "--out", str(submission), "--bank", str(extracted), "--no-progress"]) == 0
+    from featbank.learning.ensemble import FittedEnsemble
+    from featbank.learning.workflow import training_data
+
+    data = training_data(track / "manifest.csv", extracted, ["handcrafted"], ["blur"])
+    members = [FittedEnsemble.load(run / "model" / name).predict(data.blocks)["blur"].to_numpy()
+               for name in description["members"]]
+    preds = pd.read_csv(submission)
+    np.testing.assert_allclose(preds["blur"], np.mean(members, axis=0), rtol=1e-9)
+    spread = pd.read_csv(submission.with_name("sub.csv.spread.csv"))
+    np.testing.assert_allclose(spread["blur"], np.std(members, axis=0), rtol=1e-9, atol=1e-12)
+
+
+def test_predict_with_a_track_writes_the_organisers_layout(track, extracted, tmp_path, capsys):
+    from featbank.io.submission import read_submission
+
+    run = tmp_path / "thqa"
+    manifest = track / "thqa.csv"
+    table = pd.read_csv(track / "manifest.csv")
+    table[["video_id", "path", "group"]].assign(mos=table["overall"]).to_csv(manifest, index=False)
+    assert main(["fit", "--manifest", str(manifest), "--features", "handcrafted", "--targets", "mos",
+                 "--protocol", "kfold:3", "--bank", str(extracted), "--out", str(run), *FAST]) == 0
+    zipped = tmp_path / "submission.zip"
+    assert main(["predict", "--manifest", str(manifest), "--model", str(run / "model"), "--track", "thqa",
+                 "--out", str(zipped), "--bank", str(extracted), "--no-progress"]) == 0
+    back = read_submission("thqa", zipped)
+    assert len(back) == len(table)

@@ -336,7 +336,7 @@ def test_fit_final_without_stack_picks_best_base_by_median_signed_score(problem,
     blocks, y = problem
     ensemble = fit_final(blocks, y, ["mos"], LEARNERS, result, stack=False, n_jobs=1)
     bases = result.scores[result.scores["model"] != STACK]
-    medians = (np.sign(bases["srcc"]) * bases["main_score"]).groupby(bases["model"]).median()
+    medians = bases.groupby("model")["selection"].median()
     best = medians.idxmax()
     assert ensemble.chosen == {"mos": best}
     assert list(ensemble.models["mos"]) == [best]
@@ -453,7 +453,7 @@ def test_summary_flags_inverted_models_and_ranks_them_by_signed_score(problem) -
     blocks, y = problem
     result = evaluate(blocks, y, ["mos"], ["ridge"], KFoldProtocol(3, 1, seed=0), stack=False, n_jobs=1)
     flipped = result.scores.copy()
-    flipped.loc[flipped["model"] == "good/ridge", "srcc"] *= -1  # as if the model had learnt the sign wrong
+    flipped.loc[flipped["model"] == "good/ridge", ["srcc", "selection"]] *= -1  # as if it had learnt the sign wrong
     result.scores = flipped
     summary = result.summary()
     assert list(summary["model"]) == ["noise/ridge", "good/ridge"]  # higher |main score|, but inverted

@@ -28,6 +28,7 @@ from featbank.learning.metrics import (
     plcc_poly3,
     rmse,
     score,
+    selection_score,
     srcc,
 )
 
@@ -167,7 +168,7 @@ def test_failed_logistic_fit_falls_back_to_least_squares_line(monkeypatch) -> No
     def failing_curve_fit(*args, **kwargs):
         raise RuntimeError("Optimal parameters not found")
 
-    monkeypatch.setattr(metrics.optimize, "curve_fit", failing_curve_fit)
+    monkeypatch.setattr("scipy.optimize.curve_fit", failing_curve_fit)
     with pytest.warns(RuntimeWarning, match="linear mapping"):
         params = fit_logistic4(p, y)
     line = np.polyval(np.polyfit(p, y, 1), p)
@@ -231,7 +232,8 @@ def test_score_returns_every_metric_consistent_with_single_functions() -> None:
     result = score(y, p)
     assert tuple(result) == METRICS
     singles = {"srcc": srcc, "krcc": krcc, "plcc": plcc, "plcc_poly3": plcc_poly3,
-               "plcc_logistic": plcc_logistic4, "rmse": rmse, "main_score": main_score}  # fmt: skip
+               "plcc_logistic": plcc_logistic4, "rmse": rmse, "main_score": main_score,
+               "selection": selection_score}  # fmt: skip
     assert set(singles) == set(METRICS)
     for name, function in singles.items():
         assert result[name] == pytest.approx(function(y, p), abs=1e-12), name

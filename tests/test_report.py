@@ -43,6 +43,7 @@ def test_one_round_shows_no_spread_and_console_names_the_run(weak_first) -> None
 
 
 def test_readable_names_drop_hashes_only_when_unambiguous() -> None:
-    names = readable_names(["handcrafted@aa/svr", "handcrafted@bb/svr", "audio@cc/svr", "a@1+b@2/mlp", "stack"])
-    assert names == {"handcrafted@aa/svr": "handcrafted@aa/svr", "handcrafted@bb/svr": "handcrafted@bb/svr",
+    names = readable_names(["handcrafted@aa11ff/svr", "handcrafted@aa22ff/svr", "audio@cc/svr", "a@1+b@2/mlp",
+                            "stack"])
+    assert names == {"handcrafted@aa11ff/svr": "handcrafted@aa11/svr", "handcrafted@aa22ff/svr": "handcrafted@aa22/svr",
                      "audio@cc/svr": "audio/svr", "a@1+b@2/mlp": "a+b/mlp", "stack": "stack"}

@@ -115,14 +115,72 @@ def test_labels_depend_only_on_the_seed(tiny_manifest: Path, tmp_path: Path):
     assert not np.allclose(_labels(other), _labels(tiny_manifest))
 
 
-def test_labels_fall_with_distortion():
-    pristine = {name: 0 for name in demo_data.DISTORTIONS}
-    rng = np.random.default_rng
-    clean = [demo_data.labels_for(pristine, rng(i)) for i in range(20)]
-    ruined = [demo_data.labels_for(dict.fromkeys(demo_data.DISTORTIONS, 4), rng(i))
-              for i in range(20)]
-    for dim in demo_data.LABELS:
-        assert np.mean([c[dim] for c in clean]) > np.mean([r[dim] for r in ruined]) + 2
+PRIMARY_DRIVER = {"color": "color", "noise": "noise", "artifact": "compression", "blur": "blur",
+                  "temporal": "stutter", "audio": "audio_noise"}
+
+
+def _all_level_combinations() -> list[dict[str, int]]:
+    grid = np.stack(np.meshgrid(*[range(5)] * len(demo_data.DISTORTIONS)), -1).reshape(-1, len(demo_data.DISTORTIONS))
+    return [dict(zip(demo_data.DISTORTIONS, map(int, row), strict=True)) for row in grid]
+
+
+def test_every_label_falls_with_its_own_distortion_whatever_the_others():
+    """Over all 5**6 level combinations: one more level of a dimension's distortion lowers its
+    noise-free score (the labels really are driven by the levels), and never raises ``overall``,
+    except where compression smooths grain away (then a noisy clip may gain a little overall)."""
+    for levels in _all_level_combinations():
+        before = demo_data.true_scores(levels)
+        for label, driver in PRIMARY_DRIVER.items():
+            if levels[driver] == 4:
+                continue
+            after = demo_data.true_scores({**levels, driver: levels[driver] + 1})
+            assert after[label] < before[label], (label, levels)
+            if driver != "compression" or levels["noise"] == 0:
+                assert after["overall"] <= before["overall"] + 1e-12, (driver, levels)
+
+
+def test_labels_span_the_scale_and_saturate():
+    """Pristine is near the top, the strongest level near the bottom, and the steps shrink at both
+    ends (the saturating curve raters produce), so every label spreads over its range."""
+    pristine = dict.fromkeys(demo_data.DISTORTIONS, 0)
+    for label, driver in PRIMARY_DRIVER.items():
+        curve = [demo_data.true_scores({**pristine, driver: level})[label] for level in range(5)]
+        assert curve[0] == pytest.approx(4.8) and curve[-1] < 2.0, (label, curve)
+        steps = -np.diff(curve)
+        assert steps.argmax() not in (0, len(steps) - 1) or steps[-1] < steps[0], (label, curve)
+
+
+def test_rater_noise_is_modest_and_seeded():
+    levels = dict.fromkeys(demo_data.DISTORTIONS, 2)
+    truth = demo_data.true_scores(levels)
+    draws = np.array([[demo_data.labels_for(levels, np.random.default_rng(i))[t] for t in demo_data.LABELS]
+                      for i in range(400)])
+    assert np.abs(draws.mean(0) - [truth[t] for t in demo_data.LABELS]).max() < 0.05
+    assert np.allclose(draws.std(0), demo_data.RATER_SD, rtol=0.2)
+    assert demo_data.labels_for(levels, np.random.default_rng(7)) == demo_data.labels_for(levels, np.random.default_rng(7))
+
+
+def test_sources_share_exposure_and_colourfulness():
+    """Sources differ in content, not in how they were shot: a washed-out clip is recognisable."""
+    luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    for index in range(len(demo_data.PATTERNS)):
+        frames = demo_data.make_source(index, seconds=0.5, size=(48, 64), fps=8, seed=0).frames
+        y = frames @ luma
+        chroma_rms = np.sqrt(np.mean((frames - y[..., None]) ** 2))
+        assert abs(y.mean() - demo_data.SOURCE_LUMA_MEAN) < 0.05
+        assert abs(y.std() - demo_data.SOURCE_LUMA_SD) < 0.04
+        assert abs(chroma_rms - demo_data.SOURCE_CHROMA_RMS) < 0.04
+
+
+def test_audio_noise_lowers_the_signal_to_noise_ratio():
+    source = demo_data.make_source(1, seconds=1.0, size=(32, 32), fps=8, seed=0)
+    pristine = dict.fromkeys(demo_data.DISTORTIONS, 0)
+    snr = []
+    for level in range(5):
+        _, audio = demo_data.render_variant(source, {**pristine, "audio_noise": level}, np.random.default_rng(0))
+        noise = audio - source.audio
+        snr.append(10 * np.log10(np.mean(source.audio**2) / max(np.mean(noise**2), 1e-20)))
+    assert all(np.diff(snr) < 0)
 
 
 def test_blur_removes_fine_detail():

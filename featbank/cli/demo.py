@@ -13,9 +13,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="synthesize a small distorted-video dataset and run the whole pipeline",
                        description="Needs no network, GPU or weights. Generates procedural clips with "
                                    "audio at graded distortion levels, extracts handcrafted+audio "
-                                   "features, fits a stack for six targets, predicts a held-out set.")
+                                   "features, fits a stack for seven targets, predicts a held-out set.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="working directory (default demo_out)")
-    p.add_argument("--sources", type=int, default=12, help="distinct source clips (default 12)")
+    p.add_argument("--sources", type=int, default=24, help="distinct source clips (default 24)")
     p.add_argument("--variants", type=int, default=6, help="distorted variants per source (default 6)")
     p.add_argument("--learners", type=csv_list, default=["svr", "elasticnet", "lightgbm", "mlp"])
     p.add_argument("--jobs", type=int, default=-1)

@@ -1,18 +1,25 @@
-"""A small synthetic VQA dataset with known ground truth, for the demo and end-to-end tests.
+"""A synthetic VQA dataset with known ground truth, for the demo and end-to-end tests.
 
 Real datasets need downloads and licences; this one is made on the spot, yet its labels carry
 real signal: each label follows from distortions that are actually applied to the pixels and the
-audio, so features that see blur, noise, blocking, stutter or colour shifts can predict it.
+audio, and that the demo's hand-crafted and audio statistics can see (sharpness and structure for
+blur, grain and MSCN statistics for noise, blocking for compression, repeated frames for stutter,
+saturation and colourfulness for colour, the high-frequency noise floor for audio hiss).
 
-Pipeline, one clip at a time (memory stays at one clip): procedural **sources** (six visually
-different patterns with fine detail, each with its own sound) → graded **distortions** →
-**labels** → **writing** (H.264/AAC MP4 via :mod:`featbank.demo.synth`) → :func:`synthesize`, which
-also writes ``manifest.csv``.
+Pipeline, one clip at a time (memory stays at one clip): procedural **sources** → graded
+**distortions** → **labels** → **writing** (H.264/AAC MP4 via :mod:`featbank.demo.synth`) →
+:func:`synthesize`, which also writes ``manifest.csv``.
+
+A **source** is one piece of content: a pattern family (gratings, spinning checkerboard, moving
+shapes, scrolling texture, zone plate, plasma under a grid) with its own drawn parameters and
+hues, plus its own sound (chord, chirp or arpeggio). Sources are brought to the same exposure,
+contrast and colourfulness, as professionally shot sources are (see ``_well_exposed``), so that a
+no-reference statistic can tell a washed-out clip from a merely dull one. Every variant of a
+source shares its ``group``, so grouped cross-validation tests on content it never trained on.
 
 Distortion levels run from 0 (none) to 4 (strong). Every distortion of every variant draws its
 level independently with probabilities ``LEVEL_PROBS = (0.30, 0.20, 0.20, 0.15, 0.15)``: pristine is
-the likeliest level, yet every label spreads over its range (a label that is mostly tied at
-"pristine" makes rank correlations measure rater noise), and no two distortions are correlated
+the likeliest level, yet every label spreads over its range, and no two distortions are correlated
 by construction:
 
 ============  ==========================================  ======================================
@@ -20,36 +27,40 @@ distortion    what levels 0 … 4 do                         label it drives
 ============  ==========================================  ======================================
 blur          Gaussian, sigma 0, 0.7, 1.4, 2.4, 3.6 px     ``blur``
 noise         additive Gaussian, sd 0 … 0.13 (of 0..1)     ``noise``
-compression   x264 crf 18, 27, 33, 39, 45; levels 3 and    ``artifact``
-              4 also downscale to 3/4 and 1/2 first
+compression   x264 crf 18, 27, 33, 39, 45; levels 3 and    ``artifact`` (and ``blur``, ``noise``:
+              4 also downscale to 3/4 and 1/2 first        see below)
 stutter       every kept frame held for 1, 2, 3, 4, 6      ``temporal``
 color         saturation 1, 0.75, 0.55, 0.35, 0.15         ``color``
-audio_noise   white noise on the audio, sd 0 … 0.07        ``overall`` (a little)
+audio_noise   white noise on the audio, sd 0 … 0.07        ``audio``
 ============  ==========================================  ======================================
 
-Labels (FineVD's six dimensions, 1–5). With ``l_x`` the level of distortion ``x``::
+Labels (FineVD's six dimensions plus an audio-quality score, 1–5) come from the *perceived*
+severity ``e`` of each dimension (:func:`perceived_levels`): the level of its distortion, except
+that the encoder's downscale softens the picture like blur (``e_blur = min(4, hypot(l_blur, r))``
+with ``r`` = 0, 0, 0, 1, 2 for compression levels 0..4) and strong compression smooths grain away
+(``e_noise = l_noise * (1 - 0.15 * l_compression)``)::
 
-    q(l; s)  = 1 + 3.8 * exp(-(l / s) ** 1.5)        # 4.8 when pristine, smooth and decreasing
-    color    = q(l_color; 3.0)        noise    = q(l_noise; 2.5)
-    artifact = q(l_compression; 2.2)  blur     = q(l_blur; 2.5)
-    temporal = q(l_stutter; 2.8)
-    overall  = softmin(dims) - 0.08 * l_audio_noise
-    softmin(dims) = -0.8 * log(sum_d w_d * exp(-dim_d / 0.8))
-                    w = color 0.15, noise 0.20, artifact 0.25, blur 0.25, temporal 0.15
+    q(e; s)  = 1 + 3.8 * exp(-(e / s) ** 1.5)        # 4.8 when pristine, saturating at both ends
+    color    = q(e_color; 3.0)     noise    = q(e_noise; 2.5)     artifact = q(e_artifact; 2.2)
+    blur     = q(e_blur; 2.5)      temporal = q(e_temporal; 2.8)  audio    = q(e_audio; 2.5)
+    overall  = -0.8 * log(sum_d w_d * exp(-dim_d / 0.8))           # weighted soft-min
+               w = color 0.12, noise 0.16, artifact 0.20, blur 0.20, temporal 0.14, audio 0.18
 
-``overall`` is computed from the noise-free dimension scores; then every label (overall included)
-gets independent rater noise N(0, 0.15²) and is clipped to [1, 5]. The soft-min makes the worst
-dimension dominate, as in human ratings, while the weights keep it from being a plain minimum.
+``overall`` is computed from the noise-free dimension scores (:func:`true_scores`); then every
+label gets independent rater noise N(0, 0.15²) and is clipped to [1, 5]. The soft-min makes the
+worst dimension dominate, as in human ratings, while the weights keep it from being a plain
+minimum. Every label falls with its own distortion whatever the other levels; ``overall`` falls
+with every distortion, except that compression may lift a noisy clip a little by hiding its grain.
 
 The manifest holds ``video_id``, ``path`` (``videos/<video_id>.mp4``), ``group`` (the source,
-``srcNN``), the six labels, and each level as ``meta_level_<distortion>``: the ``meta_`` prefix
+``srcNN``), the seven labels, and each level as ``meta_level_<distortion>``: the ``meta_`` prefix
 makes :mod:`featbank.io.manifest` treat them as information, never as labels to fit.
 
 Determinism: every random draw comes from a generator keyed by ``(seed, purpose, source,
 variant)``, so a seed fixes every label and every pixel handed to the encoder, independently of the
 order of generation. The encoded files are not byte-reproducible: libx264 (core 165 via PyAV 18)
 produces slightly different bitstreams for identical frames from one encoder instance to the next,
-even single-threaded, so demo scores move between runs (by up to 0.07 on the noise target).
+even single-threaded, so demo scores move a little between runs.
 """
 
 from __future__ import annotations
@@ -228,6 +239,7 @@ def _arpeggio(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 SOUNDS: tuple[Sound, ...] = (_chord, _chirp, _arpeggio)
 
 
+_LUMA = np.array([0.299, 0.587, 0.114])  # BT.601, as the hand-crafted statistics use
 SOURCE_LUMA_MEAN = 0.5
 SOURCE_LUMA_SD = 0.18
 SOURCE_CHROMA_RMS = 0.18
@@ -274,7 +286,6 @@ RESCALE = (1.0, 1.0, 1.0, 0.75, 0.5)
 HOLD = (1, 2, 3, 4, 6)
 SATURATION = (1.0, 0.75, 0.55, 0.35, 0.15)
 AUDIO_NOISE_SD = (0.0, 0.005, 0.015, 0.035, 0.07)
-_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def sample_levels(rng: np.random.Generator) -> dict[str, int]:
@@ -356,16 +367,35 @@ def render_variant(source: Source, levels: dict[str, int],
 
 # ---------------------------------------------------------------------------------------- labels
 
-DRIVER = {"color": "color", "noise": "noise", "artifact": "compression", "blur": "blur",
-          "temporal": "stutter", "audio": "audio_noise"}
 TOLERANCE = {"color": 3.0, "noise": 2.5, "artifact": 2.2, "blur": 2.5, "temporal": 2.8, "audio": 2.5}
 OVERALL_WEIGHTS = {"color": 0.12, "noise": 0.16, "artifact": 0.2, "blur": 0.2, "temporal": 0.14,
                    "audio": 0.18}
+NOISE_MASKING = 0.15
+RESCALE_BLUR = (0.0, 0.0, 0.0, 1.0, 2.0)
 SOFTMIN_TAU = 0.8
 RATER_SD = 0.15
 
 
-def _quality(level: int, tolerance: float) -> float:
+def perceived_levels(levels: dict[str, int]) -> dict[str, float]:
+    """How severe each quality dimension looks, on the 0..4 level scale.
+
+    Mostly one distortion per dimension, with the two interactions a viewer (and a no-reference
+    statistic) cannot separate: the encoder's downscale at compression levels 3 and 4 softens the
+    picture like optical blur (``RESCALE_BLUR`` in blur levels, added in quadrature), and strong
+    compression smooths sensor grain away (each compression level hides ``NOISE_MASKING`` of it).
+    """
+    compression = levels["compression"]
+    return {
+        "color": float(levels["color"]),
+        "noise": levels["noise"] * (1 - NOISE_MASKING * compression),
+        "artifact": float(compression),
+        "blur": min(4.0, float(np.hypot(levels["blur"], RESCALE_BLUR[compression]))),
+        "temporal": float(levels["stutter"]),
+        "audio": float(levels["audio_noise"]),
+    }
+
+
+def _quality(level: float, tolerance: float) -> float:
     """4.8 when pristine, falling smoothly towards 1; ``tolerance`` is how much a dimension bears."""
     return 1 + 3.8 * float(np.exp(-((level / tolerance) ** 1.5)))
 
@@ -376,10 +406,16 @@ def _soft_min(scores: dict[str, float]) -> float:
     return float(-SOFTMIN_TAU * np.log(total))
 
 
-def labels_for(levels: dict[str, int], rng: np.random.Generator) -> dict[str, float]:
-    """The six 1–5 labels of one variant (formula in the module docstring), rater noise included."""
-    scores = {dim: _quality(levels[driver], TOLERANCE[dim]) for dim, driver in DRIVER.items()}
+def true_scores(levels: dict[str, int]) -> dict[str, float]:
+    """The noise-free 1–5 score of every label: what an infinitely large panel would rate."""
+    scores = {dim: _quality(level, TOLERANCE[dim]) for dim, level in perceived_levels(levels).items()}
     scores["overall"] = _soft_min(scores)
+    return scores
+
+
+def labels_for(levels: dict[str, int], rng: np.random.Generator) -> dict[str, float]:
+    """The 1–5 labels of one variant (formula in the module docstring), rater noise included."""
+    scores = true_scores(levels)
     noisy = {dim: scores[dim] + rng.normal(0, RATER_SD) for dim in LABELS}
     return {dim: round(float(np.clip(value, 1, 5)), 4) for dim, value in noisy.items()}
 

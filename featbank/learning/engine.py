@@ -108,9 +108,12 @@ class _Job:
 
 
 def _run_job(X: np.ndarray, y: np.ndarray, rnd: Round, learner: str, exclusions: tuple[Exclusion, ...],
-             chained: bool) -> list[np.ndarray]:
-    """Predictions of the samples inside each excluded fold set by a model fitted on the rest."""
-    out, template = [], None
+             chained: bool, keep: bool) -> tuple[list[np.ndarray], RegressorMixin | None]:
+    """Predictions of the samples inside each excluded fold set by a model fitted on the rest.
+
+    With ``keep``, the model of a single-fold exclusion (an outer fit) is returned too.
+    """
+    out, template, kept = [], None, None
     for excluded in exclusions:
         train, test = rnd.rows(excluded, inside=False), rnd.rows(excluded, inside=True)
         if template is None:
@@ -119,8 +122,10 @@ def _run_job(X: np.ndarray, y: np.ndarray, rnd: Round, learner: str, exclusions:
                 template = _inner_template(model)
         else:
             model = clone(template).fit(X[train], y[train])
+        if keep and len(excluded) == 1:
+            kept = model
         out.append(model.predict(X[test]))
-    return out
+    return out, kept
 
 
 def _jobs(rounds: list[Round], n_targets: int, n_bases: int, stack: bool, reuse_selected: bool) -> list[_Job]:
@@ -151,8 +156,9 @@ Cache = dict[Exclusion, np.ndarray]
 """Excluded folds -> (n, n_bases) predictions of the models fitted without them (NaN elsewhere)."""
 
 
-def _blend(cache: Cache, rnd: Round, y: np.ndarray, outer: np.ndarray) -> tuple[np.ndarray, LinearRegression]:
-    """Honest stacked predictions of one round and target, and the round's descriptive meta-learner.
+def _blend(cache: Cache, rnd: Round, y: np.ndarray,
+           outer: np.ndarray) -> tuple[np.ndarray, LinearRegression, dict[int, LinearRegression]]:
+    """Honest stacked predictions of one round and target, the round's meta-learner, each test fold's.
 
     For test fold f the meta-learner is trained on the other folds' level-1 predictions from
     models that never saw f (nor the fold being predicted), then applied to f's outer predictions.
@@ -160,7 +166,7 @@ def _blend(cache: Cache, rnd: Round, y: np.ndarray, outer: np.ndarray) -> tuple[
     matrix of a pooled round, and is fold 0's meta-learner in a held-out round.
     """
     stacked = np.full(len(y), np.nan)
-    meta = None
+    metas: dict[int, LinearRegression] = {}
     folds = sorted(set(rnd.folds.tolist()))
     for f in rnd.test_folds:
         level1 = np.full_like(outer, np.nan)
@@ -169,13 +175,11 @@ def _blend(cache: Cache, rnd: Round, y: np.ndarray, outer: np.ndarray) -> tuple[
                 rows = rnd.rows((g,), inside=True)
                 level1[rows] = cache[tuple(sorted((f, g)))][rows]
         train, test = rnd.rows((f,), inside=False), rnd.rows((f,), inside=True)
-        meta = fit_meta(level1[train], y[train])
-        stacked[test] = meta.predict(outer[test])
-    if rnd.pooled:
-        scored = rnd.scored
-        meta = fit_meta(outer[scored], y[scored])
-    assert meta is not None
-    return stacked, meta
+        metas[f] = fit_meta(level1[train], y[train])
+        stacked[test] = metas[f].predict(outer[test])
+    scored = rnd.scored
+    meta = fit_meta(outer[scored], y[scored]) if rnd.pooled else metas[0]
+    return stacked, meta, metas
 
 
 def evaluate(
@@ -188,6 +192,7 @@ def evaluate(
     stack: bool = True,
     n_jobs: int = -1,
     reuse_selected: bool = True,
+    keep_models: bool = False,
     progress: Progress | None = None,
 ) -> Evaluation:
     """Score every ``block/learner`` base (and the stack) per target on every round of ``protocol``.
@@ -196,7 +201,8 @@ def evaluate(
     within its training part); ``Y`` is (n, targets). Fits run in parallel with joblib over
     independent (round, target, base, excluded folds) jobs; ``progress(done, total)`` counts fits.
     ``reuse_selected=False`` re-runs svr_grid's search in every inner fit of held-out rounds
-    (same protocol, 5x the SVR cost).
+    (same protocol, 5x the SVR cost). ``keep_models`` keeps every split's fitted bases in
+    ``Evaluation.split_models`` (what an ensemble of the split models is made of).
     """
     blocks, Y = check_inputs(blocks, Y, targets, learners)
     n = Y.shape[0]
@@ -209,13 +215,16 @@ def evaluate(
     total = sum(len(job.exclusions) for job in jobs)
     calls = (
         delayed(_run_job)(blocks[parts[j.base][0]], Y[:, j.target], rounds[j.round], parts[j.base][1],
-                          j.exclusions, j.chained)
+                          j.exclusions, j.chained, keep_models)
         for j in jobs
     )
     caches: dict[tuple[int, int], Cache] = {}
+    kept: dict[tuple[int, int, int, int], RegressorMixin] = {}
     done = 0
-    for job, predictions in zip(jobs, Parallel(n_jobs=n_jobs, return_as="generator")(calls), strict=True):
+    for job, (predictions, model) in zip(jobs, Parallel(n_jobs=n_jobs, return_as="generator")(calls), strict=True):
         rnd = rounds[job.round]
+        if model is not None:
+            kept[(job.round, job.exclusions[0][0], job.target, job.base)] = model
         cache = caches.setdefault((job.round, job.target), {})
         for excluded, pred in zip(job.exclusions, predictions, strict=True):
             matrix = cache.setdefault(excluded, np.full((n, len(bases)), np.nan))
@@ -223,7 +232,10 @@ def evaluate(
         done += len(job.exclusions)
         if progress is not None:
             progress(done, total)
-    return _collect(caches, rounds, Y, list(targets), bases, stack, protocol, groups is not None)
+    evaluation = _collect(caches, rounds, Y, list(targets), bases, stack, protocol, groups is not None)
+    split_of = evaluation.split_index()
+    evaluation.split_models = {(split_of[(r, f)], targets[t], bases[b]): m for (r, f, t, b), m in kept.items()}
+    return evaluation
 
 
 def _collect(caches: dict[tuple[int, int], Cache], rounds: list[Round], Y: np.ndarray, targets: list[str],
@@ -233,7 +245,7 @@ def _collect(caches: dict[tuple[int, int], Cache], rounds: list[Round], Y: np.nd
     for r, rnd in enumerate(rounds):
         for f in rnd.test_folds:
             split_of[(r, f)] = len(split_of)
-    frames, score_rows, weight_rows = [], [], []
+    frames, score_rows, weight_rows, split_weight_rows = [], [], [], []
     for (r, t), cache in sorted(caches.items()):
         rnd, y = rounds[r], Y[:, t]
         outer = np.full((len(y), len(bases)), np.nan)
@@ -246,10 +258,12 @@ def _collect(caches: dict[tuple[int, int], Cache], rounds: list[Round], Y: np.nd
         scored = rnd.scored
         predictions = {base: outer[scored, b] for b, base in enumerate(bases)}
         if stack:
-            stacked, meta = _blend(cache, rnd, y, outer)
+            stacked, meta, metas = _blend(cache, rnd, y, outer)
             predictions[STACK] = stacked[scored]
             weight_rows.append({"round": r, "target": targets[t], "intercept": float(meta.intercept_),
                                 **dict(zip(bases, meta.coef_.tolist(), strict=True))})
+            split_weight_rows += [{"split": split_of[(r, f)], "target": targets[t], "intercept": float(m.intercept_),
+                                   **dict(zip(bases, m.coef_.tolist(), strict=True))} for f, m in metas.items()]
         for model, pred in predictions.items():
             frames.append(pd.DataFrame({
                 "round": r, "split": split[scored], "fold": fold_of[scored], "target": targets[t],
@@ -259,4 +273,5 @@ def _collect(caches: dict[tuple[int, int], Cache], rounds: list[Round], Y: np.nd
         protocol=protocol, rounds=rounds, n=Y.shape[0], targets=targets, bases=bases, stacked=stack,
         grouped=grouped, predictions=pd.concat(frames, ignore_index=True),
         scores=pd.DataFrame(score_rows), stack_weights=pd.DataFrame(weight_rows),
+        split_stack_weights=pd.DataFrame(split_weight_rows),
     )

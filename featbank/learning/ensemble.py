@@ -1,8 +1,12 @@
-"""The final model: base learners refitted on all data, combined as the evaluation recommends.
+"""The final model, in one of two modes.
 
-Stacked, the meta weights are the rounds' meta-learners averaged (a linear blend, so averaging
-coefficients averages the blends); otherwise each target uses its best base learner by the
-median signed selection score. Only bases with a positive weight are refitted.
+* ``refit`` (default): base learners refitted on all data. Stacked, the meta weights are the
+  rounds' meta-learners averaged (a linear blend, so averaging coefficients averages the blends);
+  otherwise each target uses its best base learner by the median signed selection score. Only
+  bases with a positive weight are refitted.
+* ``mean``: the models the protocol already fitted, one member per split (each split's bases with
+  that split's meta-learner), predicting their mean: the podium systems' "ten random splits,
+  average the ten models". The spread of the members is a per-item uncertainty.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class FittedEnsemble:
                 save_learner(model, directory / filename)
                 files[target][base] = filename
         description = {
+            "kind": "refit",
             "featbank_version": featbank.__version__,
             "targets": self.targets,
             "learners": self.learners,
@@ -105,10 +110,7 @@ class FittedEnsemble:
     def load(cls, directory: str | Path) -> FittedEnsemble:
         """Read an ensemble written by :meth:`save`; learner files go through the skops allowlist."""
         directory = Path(directory)
-        path = directory / _DESCRIPTION
-        if not path.is_file():
-            raise FeatbankError(f"{directory} holds no fitted ensemble ({_DESCRIPTION} missing)")
-        description = json.loads(path.read_text())
+        description = _description(directory)
         return cls(
             targets=description["targets"],
             learners=description["learners"],
@@ -124,6 +126,62 @@ class FittedEnsemble:
         )
 
 
+def _description(directory: Path) -> dict:
+    path = directory / _DESCRIPTION
+    if not path.is_file():
+        raise FeatbankError(f"{directory} holds no fitted ensemble ({_DESCRIPTION} missing)")
+    return json.loads(path.read_text())
+
+
+@dataclass
+class MeanEnsemble:
+    """Several fitted ensembles (one per split) whose predictions are averaged."""
+
+    members: list[FittedEnsemble]
+
+    @property
+    def targets(self) -> list[str]:
+        return self.members[0].targets
+
+    @property
+    def block_dims(self) -> dict[str, int]:
+        return self.members[0].block_dims
+
+    def member_predictions(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
+        """(members, n, targets) predictions."""
+        return np.stack([m.predict(blocks)[self.targets].to_numpy() for m in self.members])
+
+    def predict(self, blocks: dict[str, np.ndarray]) -> pd.DataFrame:
+        return pd.DataFrame(self.member_predictions(blocks).mean(axis=0), columns=self.targets)
+
+    def spread(self, blocks: dict[str, np.ndarray]) -> pd.DataFrame:
+        """Standard deviation of the members' predictions, per item and target."""
+        return pd.DataFrame(self.member_predictions(blocks).std(axis=0), columns=self.targets)
+
+    def save(self, directory: str | Path) -> None:
+        """``ensemble.json`` naming the members, each saved whole in ``split<i>/``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        names = [f"split{i}" for i in range(len(self.members))]
+        for name, member in zip(names, self.members, strict=True):
+            member.save(directory / name)
+        description = {"kind": "mean", "featbank_version": featbank.__version__, "targets": self.targets,
+                       "blocks": self.block_dims, "members": names}
+        (directory / _DESCRIPTION).write_text(json.dumps(description, indent=2))
+
+
+FinalModel = FittedEnsemble | MeanEnsemble
+
+
+def load_model(directory: str | Path) -> FinalModel:
+    """The final model saved in ``directory`` by ``fit``, whichever its kind."""
+    directory = Path(directory)
+    description = _description(directory)
+    if description.get("kind", "refit") == "mean":
+        return MeanEnsemble([FittedEnsemble.load(directory / name) for name in description["members"]])
+    return FittedEnsemble.load(directory)
+
+
 def _fit_full(X: np.ndarray, y: np.ndarray, learner: str) -> RegressorMixin:
     return make_learner(learner, random_state=0).fit(X, y)
 
@@ -136,8 +194,13 @@ def fit_final(
     evaluation: Evaluation,
     stack: bool = True,
     n_jobs: int = -1,
-) -> FittedEnsemble:
-    """Refit base learners on all data and combine them as ``evaluation`` recommends."""
+    mode: str = "refit",
+) -> FinalModel:
+    """The final model: bases refitted on all data (``refit``) or the split models averaged (``mean``)."""
+    if mode == "mean":
+        return _split_mean(evaluation, targets, learners, {n: X.shape[1] for n, X in blocks.items()}, stack)
+    if mode != "refit":
+        raise FeatbankError(f"unknown ensemble mode {mode!r}; use refit or mean")
     blocks, Y = check_inputs(blocks, Y, targets, learners)
     bases = base_names(blocks, learners)
     missing = set(bases) - set(evaluation.bases)
@@ -176,3 +239,32 @@ def fit_final(
         weights=weights,
         intercepts=intercepts,
     )
+
+
+def _split_mean(evaluation: Evaluation, targets: list[str], learners: list[str], block_dims: dict[str, int],
+                stack: bool) -> MeanEnsemble:
+    """One member per split, from the models the evaluation kept (``keep_models=True``)."""
+    if not evaluation.split_models:
+        raise FeatbankError("an ensemble of the split models needs an evaluation run with keep_models=True")
+    if stack and not evaluation.stacked:
+        raise FeatbankError("a stacked ensemble needs an evaluation run with stacking")
+    members = []
+    weights_of = evaluation.split_stack_weights
+    for split in range(evaluation.n_splits):
+        chosen, models, weights, intercepts = {}, {}, {}, {}
+        for target in targets:
+            if stack:
+                row = weights_of[(weights_of["split"] == split) & (weights_of["target"] == target)].iloc[0]
+                weights[target] = {b: float(row[b]) for b in evaluation.bases}
+                intercepts[target] = float(row["intercept"])
+                chosen[target] = STACK
+                keep = [b for b in evaluation.bases if weights[target][b] > 0]
+            else:
+                chosen[target] = evaluation.best_base(target)
+                keep = [chosen[target]]
+            models[target] = {b: evaluation.split_models[(split, target, b)] for b in keep}
+        members.append(FittedEnsemble(targets=list(targets), learners=list(learners), block_dims=block_dims,
+                                      stacked=stack, chosen=chosen, models=models, weights=weights,
+                                      intercepts=intercepts))
+    return MeanEnsemble(members)
+

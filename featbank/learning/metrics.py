@@ -200,15 +200,19 @@ def main_score_poly3(y: np.ndarray, p: np.ndarray) -> float:
     return _combine(srcc(y, p), plcc_poly3(y, p))
 
 
+def _signed(srcc_value: float, plcc_value: float) -> float:
+    return float(np.sign(srcc_value)) * _combine(srcc_value, plcc_value)
+
+
 def selection_score(y: np.ndarray, p: np.ndarray) -> float:
     """:func:`main_score_poly3` carrying the sign of SRCC: negative when the model is inverted.
 
     Official scores take absolute values, so a perfectly inverted predictor scores like a perfect
     one. Choosing models, stacking weights and "best" must not be fooled by that: use this score,
     which ranks an inverted model below every informative one and a rank-uninformative one at 0.
+    :func:`score` reports it as ``selection``.
     """
-    rho = srcc(y, p)
-    return float(np.sign(rho)) * _combine(rho, plcc_poly3(y, p))
+    return _signed(srcc(y, p), plcc_poly3(y, p))
 
 
 def ranking_accuracy(p_first: np.ndarray, p_second: np.ndarray, first_better: np.ndarray) -> float:
@@ -266,6 +270,7 @@ def score(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "rmse": float(np.sqrt(np.mean((y - mapped) ** 2))),
     }
     result["main_score"] = _combine(result["srcc"], result["plcc_logistic"])
+    result["selection"] = _signed(result["srcc"], result["plcc_poly3"])
     return result
 
 
@@ -277,5 +282,6 @@ METRICS: tuple[str, ...] = (
     "plcc_logistic",
     "rmse",
     "main_score",
+    "selection",
 )
 """Keys of :func:`score`, in report order."""

@@ -31,6 +31,7 @@ from featbank.learning import metrics
 
 if TYPE_CHECKING:
     from featbank.io.tracks import Track
+    from featbank.learning.results import Evaluation
 
 MAX_PAIRS = 1_000_000
 """Above this many candidate pairs of one kind, a seeded uniform sample of this size is scored.
@@ -219,3 +220,54 @@ def official_scores(track: Track | str, labels_df: pd.DataFrame, predictions_df:
     if pairs is not None:
         pairs = _checked_pairs(pairs, labels.index)
     return SCORES[track.score].compute(labels, predictions, groups, pairs)
+
+
+def evaluation_scores(track: Track, evaluation: Evaluation, sample_ids: np.ndarray,
+                      groups: np.ndarray | None = None, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The track's official score of every model in every round of an evaluation.
+
+    One row per (round, model, target) with the per-target parts (``srcc``/``srocc``, ``plcc``,
+    ``rank1`` …) and one row per (round, model) whose ``target`` is the score's name, holding the
+    track's aggregate. A round is scored on its held-out samples only; a pair file is restricted
+    to the pairs whose two items are both in the round.
+    """
+    missing = [t for t in track.labels if t not in evaluation.targets]
+    if missing:
+        raise SubmissionError(f"track {track.name}'s {track.score} needs predictions of {', '.join(track.labels)}; "
+                              f"this run fitted {', '.join(evaluation.targets)} (missing {', '.join(missing)})")
+    ids = np.asarray(sample_ids).astype(str)
+    group_of = None if groups is None else pd.Series(np.asarray(groups), index=ids)
+    wide = evaluation.predictions.pivot_table(index=["round", "model", "sample"], columns="target",
+                                              values=["y_true", "y_pred"]).reset_index()
+    rows = []
+    for (rnd, model), part in wide.groupby(["round", "model"], sort=False):
+        index = pd.Index(ids[part["sample"].to_numpy()])
+        labels = pd.DataFrame({t: part[("y_true", t)].to_numpy() for t in track.labels}, index=index)
+        predictions = pd.DataFrame({t: part[("y_pred", t)].to_numpy() for t in track.labels}, index=index)
+        in_round = None if pairs is None else pairs[pairs["first"].astype(str).isin(index)
+                                                    & pairs["second"].astype(str).isin(index)]
+        table, value = official_scores(track, labels, predictions,
+                                       None if group_of is None else group_of.loc[index], in_round)
+        for target, parts in table.iterrows():
+            rows.append({"round": rnd, "model": model, "target": target, **parts.to_dict()})
+        rows.append({"round": rnd, "model": model, "target": track.score, "score": value})
+    return pd.DataFrame(rows)
+
+
+def official_summary(track: Track, scores: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Median (and population std) over rounds of the aggregate and every per-target score, per model.
+
+    Models come in ``order`` (the engine's signed ranking), not by the official value: official
+    scores may take absolute correlations, and choosing by them would let an inverted model win.
+    """
+    wide = scores.pivot_table(index=["round", "model"], columns="target", values="score").reset_index()
+    columns = [track.score, *[t for t in track.labels if t != track.score and len(track.labels) > 1]]
+    grouped = wide.groupby("model")[columns]
+    table = pd.concat({"median": grouped.median(), "std": grouped.std(ddof=0)}, axis=1).swaplevel(axis=1)
+    table.columns = [f"{c}_{s}" for c, s in table.columns]
+    table = table[[f"{c}_{s}" for c in columns for s in ("median", "std")]]
+    if track.score == "kvq_final":
+        parts = scores[scores["target"] != track.score].groupby("model")[["srocc", "plcc", "rank1", "rank2"]]
+        table = table.join(parts.median())
+    table.insert(0, "rounds", wide.groupby("model").size())
+    return table.reindex([m for m in order if m in table.index]).reset_index()

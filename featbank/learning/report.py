@@ -17,27 +17,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from featbank.bank.schema import readable_names as short_keys  # noqa: E402
 from featbank.learning.metrics import fit_logistic4, logistic4, score  # noqa: E402
-from featbank.learning.results import STACK, Evaluation  # noqa: E402
+from featbank.learning.results import STACK, Evaluation, Official  # noqa: E402
 
 SHOWN = ("srcc", "plcc_logistic", "plcc_poly3", "krcc", "rmse", "main_score")
 
 
 def readable_names(models: list[str]) -> dict[str, str]:
-    """Model names without bank-key hashes (``handcrafted@5d3e…/mlp`` -> ``handcrafted/mlp``).
+    """Model names with each bank key shortened (``handcrafted@5d3e…/mlp`` -> ``handcrafted/mlp``).
 
-    A hash is kept where dropping it would make two names equal (one extractor banked under two
-    configurations), so a shortened name never means two models.
+    Keys are shortened by :func:`featbank.bank.schema.readable_names`, which keeps as much of a
+    hash as tells two configurations of one extractor apart.
     """
-    def short(model: str) -> str:
-        if "/" not in model:
-            return model
-        block, learner = model.rsplit("/", 1)
-        return "+".join(part.split("@")[0] for part in block.split("+")) + "/" + learner
+    def parts(model: str) -> tuple[list[str], str]:
+        block, _, learner = model.rpartition("/")
+        return (block.split("+") if block else []), learner
 
-    shortened = {m: short(m) for m in models}
-    counts = pd.Series(list(shortened.values())).value_counts()
-    return {m: s if counts[s] == 1 else m for m, s in shortened.items()}
+    keys = short_keys(k for m in models for k in parts(m)[0])
+    return {m: ("+".join(keys[k] for k in parts(m)[0]) + "/" + parts(m)[1]) if "/" in m else m for m in models}
 
 
 def summary_table(summary: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -57,11 +55,32 @@ def summary_table(summary: pd.DataFrame, target: str) -> pd.DataFrame:
     return table
 
 
-def summary_text(evaluation: Evaluation) -> str:
-    """What was run, then one console table per target, best first."""
+def official_table(official: pd.DataFrame) -> pd.DataFrame:
+    """The official summary with readable model names and 'median ± std' cells (spread only over rounds)."""
+    names = readable_names(list(official["model"]))
+    table = pd.DataFrame({"model": official["model"].map(names)})
+    spread = bool((official["rounds"] > 1).any())
+    for column in [c[: -len("_median")] for c in official.columns if c.endswith("_median")]:
+        med, sd = official[f"{column}_median"].to_numpy(), official[f"{column}_std"].to_numpy()
+        table[column] = [f"{m:.4f} ± {s:.4f}" if spread else f"{m:.4f}" for m, s in zip(med, sd, strict=True)]
+    for column in ("srocc", "plcc", "rank1", "rank2"):
+        if column in official.columns:
+            table[column] = official[column].map(lambda v: f"{v:.4f}")
+    return table
+
+
+def official_heading(track_name: str, score_name: str) -> str:
+    return f"official score of track {track_name}: {score_name} (the organisers' formula)"
+
+
+def summary_text(evaluation: Evaluation, official: Official | None = None) -> str:
+    """What was run, the track's official score first when there is one, then one table per target."""
     summary = evaluation.summary()
     stat = "median ± std over rounds" if len(evaluation.rounds) > 1 else "one round"
     parts = [evaluation.describe() + "."]
+    if official is not None:
+        parts += [f"\n== {official_heading(official.track, official.score)} ({stat}) ==",
+                  official_table(official.summary).to_string(index=False)]
     for target in evaluation.targets:
         parts += [f"\n== {target} ({stat}) ==", summary_table(summary, target).to_string(index=False)]
     return "\n".join(parts)
@@ -111,16 +130,22 @@ def plot_bars(summary: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_report(evaluation: Evaluation, out_dir: Path, command: str) -> Path:
+def write_report(evaluation: Evaluation, out_dir: Path, command: str, official: Official | None = None) -> Path:
     """Write report.md plus one PNG per target and a bar chart; return the markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = evaluation.summary()
     stat = "median ± std over rounds" if len(evaluation.rounds) > 1 else "one round, no spread"
     lines = [f"# featbank {command} report", "",
-             f"Run: {evaluation.describe()}.", "",
+             f"Run: {evaluation.describe()}.", ""]
+    if official is not None:
+        lines += [f"## {official_heading(official.track, official.score)}", "",
+                  official_table(official.summary).to_markdown(index=False), "",
+                  f"Per round and target: `official.csv`; {stat}.", ""]
+    lines += [
              f"Scores on held-out predictions ({stat}). PLCC after the 4-parameter logistic (VQEG) and "
              "after a 3rd-order polynomial (NTIRE); MainScore = (|SRCC| + |PLCC_logistic|)/2. Models are "
-             "ranked by MainScore with the sign of SRCC, so an inverted model ranks last.",
+             "ranked by the signed selection score (MainScore with the cubic PLCC, carrying the sign of "
+             "SRCC), so an inverted model ranks last.",
              "", f"![MainScore per model]({plot_bars(summary, out_dir / 'main_score.png').name})", ""]
     for target in evaluation.targets:
         png = plot_target(evaluation, target, out_dir / f"scatter_{target}.png")

@@ -12,7 +12,8 @@ as good as a perfect one. A model whose median SRCC is negative is flagged ``inv
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,7 @@ STACK = "stack"
 """Model name of the stacked ensemble in results."""
 
 SELECTION = "selection"
-"""Column of the signed score models are chosen by: MainScore, negative when SRCC is."""
-
-
-def selection_scores(scores: pd.DataFrame) -> pd.Series:
-    """MainScore carrying the sign of SRCC, per row of a scores table."""
-    return np.sign(scores["srcc"]) * scores["main_score"]
+"""Metric models are chosen by: MainScore (PLCC after the cubic) carrying the sign of SRCC."""
 
 
 @dataclass
@@ -41,7 +37,10 @@ class Evaluation:
     model, sample, y_true, y_pred. ``scores``: one row per (round, target, model) with every metric
     of :func:`featbank.learning.metrics.score`, over the round's scored samples (pooled over the
     folds of a k-fold repeat). ``stack_weights``: per (round, target) the meta-learner's intercept
-    and weight per base (pooled rounds: fitted on the round's full out-of-fold matrix).
+    and weight per base (pooled rounds: fitted on the round's full out-of-fold matrix);
+    ``split_stack_weights`` the same per split (the meta-learner each test fold was blended with).
+    ``split_models``: (split, target, base) -> the base fitted on that split's training part, kept
+    only when asked (``keep_models``), for an ensemble of the split models.
     """
 
     protocol: Protocol
@@ -54,6 +53,13 @@ class Evaluation:
     predictions: pd.DataFrame
     scores: pd.DataFrame
     stack_weights: pd.DataFrame
+    split_stack_weights: pd.DataFrame = field(default_factory=pd.DataFrame)
+    split_models: dict[tuple[int, str, str], Any] = field(default_factory=dict)
+
+    def split_index(self) -> dict[tuple[int, int], int]:
+        """(round, test fold) -> split number, in the order the protocol yields splits."""
+        pairs = [(r, f) for r, rnd in enumerate(self.rounds) for f in rnd.test_folds]
+        return {pair: i for i, pair in enumerate(pairs)}
 
     @property
     def n_splits(self) -> int:
@@ -70,15 +76,16 @@ class Evaluation:
     def summary(self) -> pd.DataFrame:
         """Median and std over rounds of every metric per (target, model), best first per target.
 
-        Columns: target, model, rounds, ``<metric>_median``, ``<metric>_std`` for every metric and
-        for the signed selection score, then ``inverted`` (median SRCC below zero).
+        Columns: target, model, rounds, ``<metric>_median``, ``_std`` and ``_mean`` for every metric
+        (the signed ``selection`` score included), then ``inverted`` (median SRCC below zero).
         """
-        table = self.scores.assign(**{SELECTION: selection_scores(self.scores)})
-        metrics = [*METRICS, SELECTION]
+        table = self.scores
+        metrics = list(METRICS)
         grouped = table.groupby(["target", "model"], sort=False)[metrics]
-        stats = pd.concat({"median": grouped.median(), "std": grouped.std(ddof=0)}, axis=1).swaplevel(axis=1)
+        stats = pd.concat({"median": grouped.median(), "std": grouped.std(ddof=0), "mean": grouped.mean()},
+                          axis=1).swaplevel(axis=1)
         stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
-        stats = stats[[f"{m}_{s}" for m in metrics for s in ("median", "std")]]
+        stats = stats[[f"{m}_{s}" for m in metrics for s in ("median", "std", "mean")]]
         stats.insert(0, "rounds", table.groupby(["target", "model"], sort=False).size())
         stats = stats.reset_index()
         stats["inverted"] = stats["srcc_median"] < 0
@@ -121,3 +128,19 @@ class Evaluation:
                "bases": self.bases, "stacked": self.stacked, "rounds": len(self.rounds),
                "splits": self.n_splits, "samples": self.n}
         (directory / "run.json").write_text(json.dumps(run, indent=2))
+
+
+@dataclass
+class Official:
+    """A track's official score of an evaluation: per round, model and target, and summarised."""
+
+    track: str
+    score: str
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``official.csv`` (every round) and ``official_summary.csv``."""
+        self.scores.to_csv(Path(directory) / "official.csv", index=False)
+        self.summary.to_csv(Path(directory) / "official_summary.csv", index=False)
+

@@ -18,16 +18,19 @@ import pandas as pd
 import extractors
 from featbank.bank.matrix import FeatureBlocks
 from featbank.bank.store import FeatureBank
-from featbank.errors import BankError, ManifestError
+from featbank.errors import BankError, FeatbankError, ItemsFailedError, ManifestError
 from featbank.extraction.orchestrate import extract_manifest
 from featbank.extraction.weights import WeightsPolicy
 from featbank.io.manifest import Manifest, load_manifest
+from featbank.io.submission import write_submission
 from featbank.learning import engine
 from featbank.learning.blocks import bank_keys, load_feature_blocks
-from featbank.learning.ensemble import FittedEnsemble, fit_final
+from featbank.io.tracks import Track
+from featbank.learning.ensemble import MeanEnsemble, fit_final, load_model
+from featbank.learning.official import evaluation_scores, official_summary
 from featbank.learning.protocols import Protocol, ProtocolContext, parse_protocol
 from featbank.learning.report import summary_text, write_report
-from featbank.learning.results import Evaluation
+from featbank.learning.results import Evaluation, Official
 
 
 def _progress_bar(enabled: bool, desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -43,7 +46,7 @@ def _progress_bar(enabled: bool, desc: str) -> tuple[Callable[[int, int], None],
     return update, bar.close
 
 
-def open_bank(bank: FeatureBank | str | Path) -> FeatureBank:
+def _as_bank(bank: FeatureBank | str | Path) -> FeatureBank:
     """``bank`` itself when already open, else the bank at that path or URL opened for reading."""
     return bank if isinstance(bank, FeatureBank) else FeatureBank(bank, mode="r")
 
@@ -82,7 +85,7 @@ def training_data(manifest: Manifest | Path, bank: FeatureBank | str | Path, fea
     if not targets:
         raise ManifestError(f"{manifest.source} has no label columns to fit")
     labels = manifest.labels(targets)
-    fb = load_feature_blocks(open_bank(bank), manifest, features)
+    fb = load_feature_blocks(_as_bank(bank), manifest, features)
     groups = manifest.groups.to_numpy()[fb.usable] if manifest.groups is not None else None
     return TrainingData(manifest, list(targets), fb, fb.subset(), labels.to_numpy()[fb.usable], groups)
 
@@ -96,6 +99,7 @@ class Outcome:
     report: Path
     dropped: list[tuple[str, str]]
     model_dir: Path | None = None
+    official: Official | None = None
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -104,7 +108,7 @@ class Outcome:
     @property
     def text(self) -> str:
         """Console summary: what was run, one table per target, then where everything was written."""
-        parts = [summary_text(self.evaluation)]
+        parts = [summary_text(self.evaluation, self.official)]
         if self.dropped:
             parts.append(f"\n{len(self.dropped)} item(s) left out because extraction failed "
                          f"(e.g. {self.dropped[0][0]} [{self.dropped[0][1]}])")
@@ -117,38 +121,54 @@ class Outcome:
 def evaluate_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path, features: list[str],
                       targets: list[str] | None, learners: list[str], protocol: str = "videval",
                       stack: bool = True, out_dir: Path = Path("runs/evaluate"), seed: int = 0,
-                      n_jobs: int = -1, progress: bool = True, refit: bool = False) -> Outcome:
+                      n_jobs: int = -1, progress: bool = True, refit: bool = False,
+                      track: Track | None = None, pairs: pd.DataFrame | None = None,
+                      ensemble: str = "refit") -> Outcome:
     """Score base learners (and the stack) under a protocol for every target; write the results.
 
-    With ``refit`` (what ``featbank fit`` does) the final model is then fitted on every usable row
-    and saved in ``out_dir/model``.
+    With ``track``, the track's official score of every model comes first (``official.csv``,
+    console, report); ``pairs`` is the organisers' pair file for KVQ's Rank1/Rank2. With ``refit``
+    (what ``featbank fit`` does) the final model is then saved in ``out_dir/model``: refitted on
+    every usable row (``ensemble="refit"``) or the mean of the split models (``"mean"``).
     """
     data = training_data(manifest, bank, features, targets)
     splits = data.protocol(protocol, seed)
     update, close = _progress_bar(progress, "fit" if refit else "evaluate")
     try:
         evaluation = engine.evaluate(data.blocks, data.Y, data.targets, learners, splits, groups=data.groups,
-                                     stack=stack, n_jobs=n_jobs, progress=update)
+                                     stack=stack, n_jobs=n_jobs, keep_models=refit and ensemble == "mean",
+                                     progress=update)
     finally:
         close()
     evaluation.save(out_dir, sample_ids=data.video_ids)
-    report = write_report(evaluation, out_dir, "fit" if refit else "evaluate")
+    official = None
+    if track is not None:
+        scores = evaluation_scores(track, evaluation, data.video_ids, data.groups, pairs)
+        summary = evaluation.summary()
+        order = list(summary.groupby("model", sort=False)["selection_median"].mean()
+                     .sort_values(ascending=False, kind="stable").index)
+        official = Official(track.name, track.score, scores, official_summary(track, scores, order))
+        official.save(out_dir)
+    report = write_report(evaluation, out_dir, "fit" if refit else "evaluate", official)
     model_dir = None
     if refit:
-        ensemble = fit_final(data.blocks, data.Y, data.targets, learners, evaluation, stack=stack, n_jobs=n_jobs)
+        final = fit_final(data.blocks, data.Y, data.targets, learners, evaluation, stack=stack, n_jobs=n_jobs,
+                          mode=ensemble)
         model_dir = out_dir / "model"
-        ensemble.save(model_dir)
+        final.save(model_dir)
     return Outcome(evaluation=evaluation, out_dir=out_dir, report=report, dropped=data.features.dropped,
-                   model_dir=model_dir)
+                   model_dir=model_dir, official=official)
 
 
 def fit_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path, features: list[str],
                  targets: list[str] | None, learners: list[str], protocol: str = "kfold:5",
                  stack: bool = True, out_dir: Path = Path("runs/fit"), seed: int = 0, n_jobs: int = -1,
-                 progress: bool = True) -> Outcome:
+                 progress: bool = True, track: Track | None = None, pairs: pd.DataFrame | None = None,
+                 ensemble: str = "refit") -> Outcome:
     """Evaluate under ``protocol`` (grouped 5-fold by default), then fit and save the final model."""
     return evaluate_manifest(manifest, bank, features, targets, learners, protocol=protocol, stack=stack,
-                             out_dir=out_dir, seed=seed, n_jobs=n_jobs, progress=progress, refit=True)
+                             out_dir=out_dir, seed=seed, n_jobs=n_jobs, progress=progress, refit=True,
+                             track=track, pairs=pairs, ensemble=ensemble)
 
 
 def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPolicy) -> list[str]:
@@ -162,9 +182,9 @@ def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPol
     for key in bank_keys(keys):
         if bank.is_imported(key):
             continue
-        attrs = bank.group(key).attrs
-        spec = attrs["spec"]
-        if (attrs.get("weights") or {}).get("random") and not weights.random:
+        schema = bank.schema(key)
+        spec = schema.spec
+        if schema.random_weights and not weights.random:
             raise BankError(f"the model was fitted on {key}, features of RANDOM weights; predicting "
                             f"with it needs --random-weights too (and is only good for dry runs)")
         ex = extractors.create(spec)
@@ -176,26 +196,56 @@ def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPol
     return specs
 
 
-def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path, out_csv: Path,
-                     device: str = "cpu", weights: WeightsPolicy | None = None,
-                     progress: bool = True) -> pd.DataFrame:
-    """Extract what the model needs and is missing, predict, write ``video_id,<targets>``.
+FILL_RULES = ("median",)
+"""How ``predict --fill-missing`` may fill items that have no prediction (only on request)."""
 
-    Items whose extraction failed get empty predictions rather than disappearing, so a submission
-    keeps one row per manifest row.
+
+def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path, out: Path,
+                     device: str = "cpu", weights: WeightsPolicy | None = None, progress: bool = True,
+                     track: Track | None = None, fill_missing: str | None = None) -> pd.DataFrame:
+    """Extract what the model needs and is missing, predict, write the submission.
+
+    Without ``track`` the file is a CSV ``video_id,<targets>``; with it, the track's own layout
+    (e.g. THQA-NTIRE's zip of ``output.txt``). A submission never goes out with holes: items
+    whose extraction failed stop the command with their list (ItemsFailedError, exit 6) and
+    nothing is written, unless ``fill_missing="median"`` fills each of them with the median
+    prediction of the other items (and the error is raised after writing, so the exit code
+    still says items failed). An ensemble of split models also writes ``<out>.spread.csv``,
+    the members' standard deviation per item.
     """
-    ensemble = FittedEnsemble.load(model_dir)
+    model = load_model(model_dir)
+    if fill_missing is not None and fill_missing not in FILL_RULES:
+        raise FeatbankError(f"unknown --fill-missing rule {fill_missing!r}; use {', '.join(FILL_RULES)}")
     FeatureBank(bank_path, mode="r")  # the model's features are looked up there: it must exist
-    keys = list(ensemble.block_dims)
+    keys = list(model.block_dims)
     weights = weights or WeightsPolicy()
     extract_manifest(manifest_path, bank_path, _extractor_specs(bank_path, keys, weights), device=device,
                      weights=weights, progress=progress)
     manifest = load_manifest(manifest_path)
     fb = load_feature_blocks(FeatureBank(bank_path, mode="r"), manifest, keys)
-    preds = pd.DataFrame(np.nan, index=range(len(manifest.video_ids)), columns=ensemble.targets)
-    if fb.usable.any():
-        preds.loc[fb.usable] = ensemble.predict(fb.subset()).to_numpy()
-    preds.insert(0, "video_id", manifest.video_ids)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    preds.to_csv(out_csv, index=False)
+    ids = np.asarray(manifest.video_ids)
+    missing = ids[~fb.usable]
+    if not fb.usable.any() or (missing.size and fill_missing is None):
+        raise ItemsFailedError(
+            f"{missing.size} item(s) have no features, so no prediction: {', '.join(missing[:10])}"
+            f"{' …' if missing.size > 10 else ''}; nothing was written. Fix or drop them (see `featbank info "
+            f"--failures`), or pass --fill-missing median to fill them with the median prediction")
+    preds = pd.DataFrame(np.nan, index=range(len(ids)), columns=model.targets)
+    preds.loc[fb.usable] = model.predict(fb.subset()).to_numpy()
+    if missing.size:
+        preds = preds.fillna(preds.median())
+    preds.insert(0, "video_id", ids)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if track is not None:
+        write_submission(track, list(ids), preds, out)
+    else:
+        preds.to_csv(out, index=False)
+    if isinstance(model, MeanEnsemble):
+        spread = pd.DataFrame(np.nan, index=range(len(ids)), columns=model.targets)
+        spread.loc[fb.usable] = model.spread(fb.subset()).to_numpy()
+        spread.insert(0, "video_id", ids)
+        spread.to_csv(out.with_name(out.name + ".spread.csv"), index=False)
+    if missing.size:
+        raise ItemsFailedError(f"wrote {out}, with {missing.size} item(s) filled by the median prediction: "
+                               f"{', '.join(missing[:10])}{' …' if missing.size > 10 else ''}")
     return preds
