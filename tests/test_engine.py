@@ -459,3 +459,29 @@ def test_summary_flags_inverted_models_and_ranks_them_by_signed_score(problem) -
     assert list(summary["model"]) == ["noise/ridge", "good/ridge"]  # higher |main score|, but inverted
     assert summary.set_index("model").loc["good/ridge", "inverted"]
     assert result.best_base("mos") == "noise/ridge"
+
+
+@pytest.mark.parametrize("n, protocol, stack, message", [
+    (5, KFoldProtocol(3, 1, seed=0), True, "a fit would train on only 1 sample"),
+    (12, VidevalProtocol(1), False, "round 0 scores 3 sample"),
+], ids=["five-rows-stacked", "tiny-test-part"])
+def test_too_few_rows_are_refused_before_any_fit(n: int, protocol, stack: bool, message: str) -> None:
+    rng = np.random.default_rng(1)
+    calls: list[int] = []
+    with pytest.raises(FeatbankError, match=message):
+        evaluate({"x": rng.normal(size=(n, 2))}, rng.normal(size=n), ["mos"], ["ridge"], protocol, stack=stack,
+                 n_jobs=1, progress=lambda d, t: calls.append(d))
+    assert calls == []
+
+
+def test_the_smallest_workable_problem_runs() -> None:
+    rng = np.random.default_rng(1)  # 8 rows in 4 folds: every fit trains on 6, the round scores all 8
+    result = evaluate({"x": rng.normal(size=(8, 2))}, rng.normal(size=8), ["mos"], ["ridge"],
+                      KFoldProtocol(4, 1, seed=0), stack=False, n_jobs=1)
+    assert len(result.scores) == 1
+
+
+def test_constant_target_is_refused_before_any_fit(problem) -> None:
+    blocks, y = problem
+    with pytest.raises(FeatbankError, match=r"constant target\(s\), nothing to learn or rank: flat \(all 3\)"):
+        evaluate(blocks, np.column_stack([y, np.full(N, 3.0)]), ["mos", "flat"], ["ridge"], PROTOCOL, n_jobs=1)

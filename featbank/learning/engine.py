@@ -29,7 +29,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
 from featbank.errors import FeatbankError
-from featbank.learning.metrics import score
+from featbank.learning.metrics import MIN_SAMPLES, score
 from featbank.learning.protocols import Protocol, Round
 from featbank.learning.results import STACK, Evaluation
 from regressors import make_learner
@@ -65,6 +65,9 @@ def check_inputs(
         raise FeatbankError(f"Y must have shape (n, {len(targets)}) for targets {list(targets)}, got {Y.shape}")
     if not np.all(np.isfinite(Y)):
         raise FeatbankError(f"Y has {int((~np.isfinite(Y)).sum())} missing or non-finite target values")
+    constant = [f"{t} (all {Y[0, i]:g})" for i, t in enumerate(targets) if len(Y) and np.ptp(Y[:, i]) == 0]
+    if constant:
+        raise FeatbankError(f"constant target(s), nothing to learn or rank: {', '.join(constant)}")
     checked = {}
     for name, X in blocks.items():
         if "/" in name:
@@ -142,6 +145,29 @@ def _jobs(rounds: list[Round], n_targets: int, n_bases: int, stack: bool, reuse_
     return jobs
 
 
+MIN_TRAIN = 5
+"""Fewest training rows a fit may get: ElasticNet's inner CV has five folds."""
+
+
+def _check_sizes(rounds: list[Round], stack: bool) -> None:
+    """Refuse, before any fit, a protocol whose smallest fit or scored part is too small to mean anything."""
+    for r, rnd in enumerate(rounds):
+        sizes = {f: int((rnd.folds == f).sum()) for f in set(rnd.folds.tolist())}
+        total = sum(sizes.values())
+        scored = total if rnd.pooled else sizes[0]
+        if scored < MIN_SAMPLES:
+            raise FeatbankError(f"round {r} scores {scored} sample(s); correlations after the logistic need at "
+                                f"least {MIN_SAMPLES}: use fewer folds or a larger test part")
+        excluded = [sizes[f] for f in rnd.test_folds]
+        if stack:
+            excluded += [sizes[f] + sizes[g] for f in rnd.test_folds for g in sizes if g != f]
+        smallest = total - max(excluded)
+        if smallest < MIN_TRAIN:
+            raise FeatbankError(f"round {r}: a fit would train on only {smallest} sample(s) (at least {MIN_TRAIN} "
+                                f"needed{', and the stack leaves out two folds' if stack else ''}); use more data or "
+                                f"fewer folds")
+
+
 def _check_stackable(rounds: list[Round]) -> None:
     for r, rnd in enumerate(rounds):
         n_folds = len(set(rnd.folds.tolist()))
@@ -209,6 +235,7 @@ def evaluate(
     rounds = protocol.rounds(n, groups)
     if stack:
         _check_stackable(rounds)
+    _check_sizes(rounds, stack)
     bases = base_names(blocks, learners)
     parts = [split_base(base) for base in bases]
     jobs = _jobs(rounds, len(targets), len(bases), stack, reuse_selected)
