@@ -11,6 +11,9 @@ different model, and features from it would be silently wrong.
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import zipfile
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from extractors.base import Extractor
-from featbank.errors import WeightsMissingError
+from featbank.errors import UsageError, WeightsMissingError
 
 PRECISION_ENV = "FEATBANK_PRECISION"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -32,12 +35,48 @@ RANDOM_SEED = 0
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint without executing code from it: safetensors, or torch's weights-only pickle."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Read a checkpoint without executing code from it: safetensors, or torch's weights-only pickle.
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    Files in torch's zip format (``torch.save`` since 1.6) are memory-mapped, so checking a
+    multi-GB file does not read it whole; the legacy format (before 1.6) cannot be mapped and is
+    read whole, still weights-only. Anything else (a text file, a truncated download, a pickle of
+    arbitrary objects) is a :class:`WeightsMissingError` that says which of these it is.
+    """
+    if path.stat().st_size == 0:
+        raise WeightsMissingError(f"{path} is not a readable checkpoint: empty file (0 bytes)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            checkpoint = load_file(str(path))
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:
+        raise WeightsMissingError(_refusal(path, str(exc))) from exc
+    except Exception as exc:  # torch/safetensors raise RuntimeError, OSError, SafetensorError... on damaged files
+        if "TorchScript" in str(exc):
+            raise WeightsMissingError(f"{path} is a TorchScript archive, which holds code as well as weights; "
+                                      f"featbank reads weights only: save the model's state_dict with "
+                                      f"`torch.save(model.state_dict(), PATH)`") from exc
+        raise WeightsMissingError(f"{path} is not a readable checkpoint (damaged or truncated download?): "
+                                  f"{(str(exc).strip() or type(exc).__name__).splitlines()[0].split('. ')[0][:200]}") from exc
+    if not isinstance(checkpoint, Mapping):
+        raise WeightsMissingError(f"{path} holds a {type(checkpoint).__name__}, not a state dict of named tensors")
+    return checkpoint
+
+
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*([^\n]*?)(?: was not an allowed global|\.?$)", re.M)
+
+
+def _refusal(path: Path, message: str) -> str:
+    """Why the weights-only unpickler refused ``path``, in words that say what to do."""
+    found = _UNPICKLER_REASON.search(message)
+    reason = found.group(1).strip() if found else message.strip().splitlines()[0][:200]
+    if reason.startswith("Unsupported global"):
+        return (f"{path} holds Python objects besides tensors ({reason}); featbank loads checkpoints "
+                f"weights-only and never runs code from them: re-save it with "
+                f"`torch.save(model.state_dict(), PATH)`")
+    return f"{path} is not a PyTorch checkpoint (the weights-only unpickler stopped at: {reason})"
 
 
 def unwrap(checkpoint: Mapping, containers: Sequence[str] = ("state_dict", "model_state", "model")) -> dict:
@@ -76,6 +115,21 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
         raise WeightsMissingError(f"{source} does not match the architecture: "
                                   + "; ".join(p for p in parts if p))
     model.load_state_dict(state, strict=True)
+
+
+def checked_device(name: str) -> torch.device:
+    """``name`` as a torch device, or a :class:`UsageError` naming the devices this machine has,
+    before any model is built (torch's own refusal comes later, as a RuntimeError mid-set-up)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {name!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise UsageError(f"--device {name}: this machine has {count} usable CUDA device(s); use "
+                             f"--device cpu" + (f" or cuda:0..cuda:{count - 1}" if count else ""))
+    return device
 
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
@@ -150,7 +204,7 @@ class DeepExtractor(Extractor):
         forced = os.environ.get(PRECISION_ENV)
         if forced:
             if forced not in DTYPES:
-                raise ValueError(f"${PRECISION_ENV} must be one of {', '.join(DTYPES)}, not {forced!r}")
+                raise UsageError(f"${PRECISION_ENV} must be one of {', '.join(DTYPES)}, not {forced!r}")
             return forced
         return self.cuda_precision if self.device.startswith("cuda") else "fp32"
 
@@ -158,6 +212,7 @@ class DeepExtractor(Extractor):
         return {"device": self.device, "precision": self.precision, "torch": torch.__version__}
 
     def load_weights(self, path: Path | None) -> None:
+        checked_device(self.device)
         torch.manual_seed(RANDOM_SEED)
         model = self.build_model()
         if path is not None:
@@ -165,8 +220,20 @@ class DeepExtractor(Extractor):
         self.model = model.eval().requires_grad_(False).to(self.device)
 
     def verify_checkpoint(self, path: Path) -> None:
-        """Strict names-and-shapes check on the CPU, without moving anything to a device."""
-        load_strict(self.build_model(), self.state_dict_from(self.read_checkpoint(path)), str(path))
+        """Strict names-and-shapes check on the CPU, without moving anything to a device. The file is
+        read first, so one that is not a checkpoint at all fails before the model is built."""
+        state = self.state_dict_from(self.read_checkpoint(path))
+        load_strict(self.build_model(), state, str(path))
+
+    def check_checkpoint(self, path: Path) -> None:
+        """The quick check ``weights verify`` runs without ``--load``: the file reads, weights-only, as
+        a checkpoint with named tensors where this extractor looks for its state dict. Names and
+        shapes against the architecture are :meth:`verify_checkpoint`'s job."""
+        state = self.state_dict_from(self.read_checkpoint(path))
+        if not any(isinstance(value, torch.Tensor) for value in state.values()):
+            raise WeightsMissingError(f"{path} reads as a checkpoint but holds no named tensors where "
+                                      f"{self.name} looks for its state dict ({len(state)} entries: "
+                                      f"{', '.join(map(str, list(state)[:5]))})")
 
     @contextmanager
     def inference(self) -> Iterator[None]:

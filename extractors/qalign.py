@@ -432,6 +432,10 @@ class QAlign(DeepExtractor):
         the strict check, without materialising 8.2e9 parameters."""
         check_snapshot(path)
 
+    def check_checkpoint(self, path: Path) -> None:
+        """Headers only already: ``weights verify`` without ``--load`` runs the same check."""
+        check_snapshot(path)
+
     def load_weights(self, path: Path | None) -> None:
         if path is None:
             raise FeatbankError(NO_RANDOM_WEIGHTS)

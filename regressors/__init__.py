@@ -22,6 +22,8 @@ class LearnerEntry:
     """``module:function`` taking ``random_state`` and returning the unfitted model."""
     types: tuple[str, ...]
     """Dotted import paths of every class a fitted model holds, besides the pipeline around it."""
+    min_train: int = 2
+    """Fewest training rows it can fit on (an inner CV needs one row per inner fold at least)."""
 
 
 PIPELINE_TYPES: tuple[str, ...] = (
@@ -37,11 +39,12 @@ LEARNER_TABLE: dict[str, LearnerEntry] = {
     "svr": LearnerEntry("regressors.learners:svr", (*_STANDARDISED_TARGET, "sklearn.svm.SVR")),
     "svr_grid": LearnerEntry("regressors.learners:svr_grid", (
         "regressors.svr_grid.SVRGridRegressor", "sklearn.preprocessing.MinMaxScaler", "sklearn.svm.SVR")),
-    "elasticnet": LearnerEntry("regressors.learners:elasticnet", ("sklearn.linear_model.ElasticNetCV",)),
+    "elasticnet": LearnerEntry("regressors.learners:elasticnet", ("sklearn.linear_model.ElasticNetCV",),
+                               min_train=5),
     "lightgbm": LearnerEntry("regressors.learners:lightgbm", ("lightgbm.LGBMRegressor", "lightgbm.Booster")),
     "mlp": LearnerEntry("regressors.learners:mlp", ("regressors.mlp.MLPHeadRegressor",)),
     "krr": LearnerEntry("regressors.learners:krr", (*_STANDARDISED_TARGET, "sklearn.kernel_ridge.KernelRidge")),
-    "ridge": LearnerEntry("regressors.learners:ridge", ("sklearn.linear_model.RidgeCV",)),
+    "ridge": LearnerEntry("regressors.learners:ridge", ("sklearn.linear_model.RidgeCV",), min_train=3),
 }
 """Learner name -> its entry. Add a new learner here (and its factory in regressors.learners)."""
 

@@ -96,7 +96,14 @@ def test_validate_detects_broken_invariants(tmp_path):
     assert any("non-finite pooled" in p for p in problems)
     assert any("without an error record" in p for p in problems)
     assert any("absent but with valid steps" in p for p in problems)
-    assert not any("pending" in p for p in problems) and len(problems) == 4
+    # row 0 (OK) has no data at all: each data array's chunk is missing, and it has no step
+    # rows were marked by hand, never committed: row 0 (OK) has no data at all
+    # (the mask chunk exists: rows 2 and 3 set it)
+    assert {p for p in problems if "chunk(s) [0] of committed rows are missing" in p} == {
+        f"{name}: chunk(s) [0] of committed rows are missing"
+        for name in ("x@1/pooled", "x@1/steps", "x@1/timestamps", "x@1/frame_indices")}
+    assert any("without any valid step" in p for p in problems)
+    assert not any("pending" in p for p in problems) and len(problems) == 8
 
 
 def test_layout_mismatch_and_missing_bank_are_errors(tmp_path):

@@ -140,7 +140,7 @@ def test_weights_verify_reads_the_torchscript_archive(openai_clip):
     """torch's weights-only loader refuses TorchScript, so ``featbank weights verify --load`` must
     read OpenAI's file the way set-up does."""
     path = openai_clip.resolved_weights.path
-    with pytest.raises(RuntimeError, match="TorchScript"), warnings.catch_warnings():
+    with pytest.raises(WeightsMissingError, match="is a TorchScript archive"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         load_checkpoint(path)
     ClipExtractor().verify_checkpoint(path)  # raises WeightsMissingError on any difference

@@ -4,6 +4,7 @@ their trace in the bank — with a tiny deep extractor, so every path runs in mi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,95 @@ def test_extract_cli_needs_weights_or_the_random_opt_in(clips, tmp_path, weights
     assert main([*base, "--weights-dir", str(weights_home)]) == 4
     assert "tinynet.pt was not found" in capsys.readouterr().err
     assert main([*base, "--random-weights"]) == 0
+
+
+# --- Checkpoint files that are not what their name says ---------------------------------------------
+
+
+def test_a_legacy_format_checkpoint_loads_weights_only(weights_home, capsys):
+    """torch.save before 1.6 wrote a plain pickle, which cannot be memory-mapped: read whole instead."""
+    path = weights_home / "tiny" / "tinynet.pt"
+    path.parent.mkdir(parents=True)
+    state = {k: torch.full_like(v, 0.25) for k, v in TinyNet().build_model().state_dict().items()}
+    torch.save({"state_dict": state}, path, _use_new_zipfile_serialization=False)
+    ex = TinyNet()
+    ex.setup("cpu", WeightsPolicy(weights_home))
+    assert torch.all(ex.model[0].weight == 0.25)
+    assert main(["weights", "verify", "--load", "--weights-dir", str(weights_home), "--extractor", "test-tinynet"]) == 0
+    assert "loads strictly" in capsys.readouterr().out
+
+
+class Opaque:
+    """A training script's object pickled into its checkpoint: weights-only loading must refuse it."""
+
+
+def readme(path: Path) -> None:
+    path.write_text("# featbank\n\nDecode each video once, bank frozen features in Zarr.\n" * 20)
+
+
+def truncated_zip(path: Path) -> None:
+    save_tiny(path)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+NOT_CHECKPOINTS = [
+    ("readme", readme, r"is not a PyTorch checkpoint \(the weights-only unpickler stopped at: Unsupported operand"),
+    ("truncated_download", truncated_zip, r"is not a readable checkpoint \(damaged or truncated download\?\)"),
+    ("pickled_object", lambda p: torch.save({"model": Opaque()}, p),
+     r"holds Python objects besides tensors \(Unsupported global: .*Opaque\).*torch.save\(model.state_dict"),
+    ("bare_tensor", lambda p: torch.save(torch.zeros(3), p), r"holds a Tensor, not a state dict of named tensors"),
+    ("no_tensors", lambda p: torch.save({"epoch": 3, "lr": 0.1}, p),  # without --load / with a strict load:
+     r"holds no named tensors .*epoch, lr|does not match the architecture: 2 missing .* unexpected \(epoch, lr\)"),
+    ("empty_file", lambda p: p.write_bytes(b""), r"is not a readable checkpoint: empty file \(0 bytes\)"),
+]
+
+
+@pytest.mark.parametrize("make, message", [c[1:] for c in NOT_CHECKPOINTS], ids=[c[0] for c in NOT_CHECKPOINTS])
+def test_files_that_are_not_checkpoints_are_refused_by_every_check(make, message, weights_home, tmp_path, capsys):
+    """Set-up, `verify` (with and without --load) and `import` each refuse the file, saying why, and
+    import pins nothing."""
+    path = weights_home / "tiny" / "tinynet.pt"
+    path.parent.mkdir(parents=True)
+    make(path)
+    with pytest.raises(WeightsMissingError, match=message):
+        TinyNet().setup("cpu", WeightsPolicy(weights_home))
+    args = ["--weights-dir", str(weights_home), "--extractor", "test-tinynet"]
+    for load in ([], ["--load"]):
+        assert main(["weights", "verify", *load, *args]) == 4
+        out = capsys.readouterr().out
+        assert out.startswith("PROBLEM  test-tinynet:") and re.search(message, out), out
+    source = tmp_path / "downloads" / "tinynet.pt"
+    source.parent.mkdir()
+    source.write_bytes(path.read_bytes())
+    path.unlink()
+    assert main(["weights", "import", str(source), *args]) == 4
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Nothing was imported or pinned" in err and "Traceback" not in err
+    assert not path.exists() and not (weights_home / LOCK_NAME).exists()
+
+
+def test_import_refuses_a_checkpoint_of_another_architecture_and_pins_the_right_one(weights_home, tmp_path, capsys):
+    args = ["--weights-dir", str(weights_home), "--extractor", "test-tinynet"]
+    wrong = tmp_path / "wrong" / "tinynet.pt"
+    wrong.parent.mkdir()
+    torch.save({"state_dict": nn.Sequential(nn.Conv2d(3, 8, 3)).state_dict()}, wrong)
+    assert main(["weights", "import", str(wrong), *args]) == 4
+    assert "shape mismatch: 0.bias [8] vs [4], 0.weight [8, 3, 3, 3] vs [4, 3, 3, 3]" in capsys.readouterr().err
+    assert not (weights_home / LOCK_NAME).exists()
+    right = save_tiny(tmp_path / "right" / "tinynet.pt")
+    assert main(["weights", "import", str(right), *args]) == 0
+    assert json.loads((weights_home / LOCK_NAME).read_text()) == {"tiny/tinynet.pt": sha256_of(right)}
+    assert main(["weights", "verify", *args]) == 0
+    assert "reads as a checkpoint" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", ["slowfast", "timm:resnet18"])
+def test_a_readme_is_never_imported_as_a_real_extractors_checkpoint(spec, weights_home, tmp_path, capsys):
+    """The case from issue #13: README.md imported as the SlowFast checkpoint and pinned."""
+    name = Path(extractors.create(spec).weights.filename).name
+    source = tmp_path / name
+    readme(source)
+    assert main(["weights", "import", str(source), "--weights-dir", str(weights_home), "--extractor", spec]) == 4
+    err = capsys.readouterr().err
+    assert f"{source} is not a" in err and "Nothing was imported or pinned" in err
+    assert not (weights_home / LOCK_NAME).exists() and not any(weights_home.rglob(name))

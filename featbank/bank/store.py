@@ -23,7 +23,9 @@ Why it is safe to kill at any moment: rows are written a whole chunk (``ROW_CHUN
 time, each chunk file is replaced atomically by the store, and a chunk of ``status`` is written
 only after that chunk's data. A killed write leaves the old status, so resume recomputes exactly
 the rows that were not committed, and never sees half a row. Only the process that registers items
-(the client) resizes arrays or writes attributes; workers write disjoint chunks.
+(the client) resizes arrays or writes attributes; workers write disjoint chunks. One write session
+at a time per bank is enforced by a lock file (featbank/bank/lock.py); damage is found and
+repaired by featbank/bank/validate.py.
 """
 
 from __future__ import annotations
@@ -36,19 +38,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import zarr
 
+from featbank.bank.lock import LOCK_NAME
 from featbank.bank.schema import (IMPORT_SPEC_PREFIX, GroupLayout, GroupSchema, bank_root_attrs,
                                   check_bank_format, readable_names)
 from featbank.errors import BankError
 from featbank.extraction.media import MediaInfo
 
 __all__ = ["FeatureBank", "GroupInfo", "GroupLayout", "GroupSchema", "IMPORT_SPEC_PREFIX", "ItemRecord",
-           "StepFeatures", "bank_location", "describe", "digest_hex"]
+           "StepFeatures", "array_specs", "bank_location", "damaged_rows", "describe", "digest_hex"]
 
 ROW_CHUNK = 32
 DIGEST_BYTES = 32
+ABSURD_MAGNITUDE = 1e30  # above any real feature value: what garbled float bytes look like
 
 PENDING, OK, FAILED, ABSENT = 0, 1, 2, 3
 STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", ABSENT: "absent"}
@@ -112,7 +117,13 @@ def bank_location(path: str | os.PathLike) -> str:
     bank under the same name.
     """
     text = os.fspath(path)
-    return text if "://" in text else str(Path(text).resolve())
+    if "://" not in text:
+        return str(Path(text).resolve())
+    try:  # an unknown protocol, or one whose package (s3fs, gcsfs...) is not installed
+        fsspec.get_filesystem_class(text.split("://", 1)[0])
+    except (ValueError, ImportError) as exc:
+        raise BankError(f"cannot open bank {text}: {exc}") from exc
+    return text
 
 
 def _open_store(location: str, read_only: bool) -> zarr.abc.store.Store:
@@ -139,7 +150,49 @@ def _has_group(store: zarr.abc.store.Store, path: str) -> bool:
 def _local_entries(location: str) -> list[str]:
     """What a local folder holds (empty for a URL or a folder that does not exist)."""
     folder = Path(location)
-    return sorted(p.name for p in folder.iterdir()) if "://" not in location and folder.is_dir() else []
+    if "://" in location or not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME)  # a writer's lock, not data
+
+
+def array_specs(layout: GroupLayout, capacity: int) -> dict[str, dict]:
+    """Shape, chunks, dtype and fill of every array of a feature group (``create_array`` keywords)."""
+    R, T = ROW_CHUNK, layout.max_steps
+    specs = {
+        "status": dict(shape=(capacity,), chunks=(R,), dtype="int8", fill_value=PENDING),
+        # Uncompressed: float features barely compress (1.08x with zstd on a 40k x 4096 matrix) and
+        # decompression made whole-matrix loads 3.4x slower (benchmarks/bench_bank_load.py).
+        "pooled": dict(shape=(capacity, layout.pooled_dim), chunks=(R, layout.pooled_dim), dtype="float32",
+                       fill_value=np.nan, compressors=None),
+        "steps": dict(shape=(capacity, T, layout.step_dim), chunks=(R, T, layout.step_dim), dtype="float32",
+                      fill_value=np.nan),
+        "mask": dict(shape=(capacity, T), chunks=(R, T), dtype="bool", fill_value=False),
+        "timestamps": dict(shape=(capacity, T), chunks=(R, T), dtype="float32", fill_value=np.nan),
+    }
+    if layout.frames_per_step:
+        K = layout.frames_per_step
+        specs["frame_indices"] = dict(shape=(capacity, T, K), chunks=(R, T, K), dtype="int32", fill_value=-1)
+    return specs
+
+
+def damaged_rows(pooled: np.ndarray, status: np.ndarray, imported: bool) -> np.ndarray:
+    """Which rows are marked OK but cannot hold what was committed there.
+
+    Extractors always commit finite pooled vectors for OK rows (an absent modality is ABSENT, not
+    OK, and keeps its NaN). Imports keep genuine gaps as NaN (imputed inside each fold) and turn
+    infinities into NaN, and a row with no value at all is committed FAILED; so an imported OK row
+    is damaged when it holds an infinity or no finite value. A lost chunk reads as all NaN, which
+    both rules catch, and a value beyond ±1e30 is garbled bytes in either kind.
+    """
+    ok = status == OK
+    # No feature is ever this large, while random bytes in an (uncompressed) pooled chunk make
+    # one in ~9 values so; with any width past a few features, nearly every garbled row is caught.
+    absurd = (np.abs(np.nan_to_num(pooled, nan=0.0)) > ABSURD_MAGNITUDE).any(axis=1)
+    if imported:
+        broken = np.isinf(pooled).any(axis=1) | ~np.isfinite(pooled).any(axis=1)
+    else:
+        broken = ~np.isfinite(pooled).all(axis=1)
+    return ok & (broken | absurd)
 
 
 def digest_hex(digest: bytes | np.ndarray) -> str:
@@ -205,9 +258,8 @@ class FeatureBank:
         if not self.writable:
             raise BankError(f"no feature bank at {self.path} (run `featbank extract` or `featbank import` "
                             f"first)")
-        root = zarr.open_group(store=store, mode="a", zarr_format=3)
-        root.attrs.update(bank_root_attrs())
-        return root
+        # The attributes go in the same write as the group: a bank is never without its format.
+        return zarr.open_group(store=store, mode="a", zarr_format=3, attributes=bank_root_attrs())
 
     @property
     def location(self) -> str:
@@ -233,12 +285,18 @@ class FeatureBank:
 
     # ----------------------------------------------------------------- items
     def _ensure_items(self) -> None:
+        """Create the items table, or whatever part of it a cut-short creation (a full disk) left out."""
         items = self.root.require_group("items")
-        if "digest" not in items:
-            items.create_array("digest", shape=(0, DIGEST_BYTES), chunks=(ROW_CHUNK, DIGEST_BYTES),
+        present = set(items.array_keys())
+        cap = max([items[name].shape[0] for name in present] or [0])
+        if "digest" not in present:
+            items.create_array("digest", shape=(cap, DIGEST_BYTES), chunks=(ROW_CHUNK, DIGEST_BYTES),
                                dtype="uint8", fill_value=0)
-            for name, (dtype, fill) in ITEM_FIELDS.items():
-                items.create_array(name, shape=(0,), chunks=(ROW_CHUNK,), dtype=dtype, fill_value=fill)
+        for name, (dtype, fill) in ITEM_FIELDS.items():
+            if name not in present:
+                # (chunk files a lost zarr.json left behind are kept, and read again)
+                items.create_array(name, shape=(cap,), chunks=(ROW_CHUNK,), dtype=dtype, fill_value=fill)
+        if "count" not in items.attrs:
             items.attrs["count"] = 0
 
     @property
@@ -249,14 +307,16 @@ class FeatureBank:
 
     @property
     def count(self) -> int:
-        return int(self.items.attrs.get("count", 0))
+        """Registered rows (0 too for a bank whose creation a full disk cut short: no items yet)."""
+        return int(self.items.attrs.get("count", 0)) if "items" in self.root else 0
 
     @property
     def capacity(self) -> int:
         return int(self.items["digest"].shape[0])
 
     def digests(self) -> np.ndarray:
-        return self.items["digest"][: self.count]
+        n = self.count
+        return self.items["digest"][:n] if n else np.zeros((0, DIGEST_BYTES), dtype=np.uint8)
 
     def rows_of(self, digests: Iterable[bytes]) -> np.ndarray:
         """Row of each digest, -1 for digests the bank has never seen."""
@@ -285,11 +345,12 @@ class FeatureBank:
         return rows
 
     def _grow(self, n_rows: int) -> None:
-        cap = _round_up(n_rows)
-        if cap <= self.capacity:
-            return
+        """Give every row array room for ``n_rows``; each one is checked, so a resize cut short
+        (a full disk) is completed by the next registration."""
+        cap = max(_round_up(n_rows), self.capacity)
         for arr in self._row_arrays():
-            arr.resize((cap, *arr.shape[1:]))
+            if arr.shape[0] < cap:
+                arr.resize((cap, *arr.shape[1:]))
 
     def _row_arrays(self) -> Iterable[zarr.Array]:
         yield from (a for _, a in self.items.arrays())
@@ -308,9 +369,17 @@ class FeatureBank:
 
     # ---------------------------------------------------------------- groups
     def group_keys(self) -> list[str]:
-        if "features" not in self.root:
-            return []
-        return sorted(name for name, _ in self.root["features"].groups())
+        """The complete feature groups: a group gets its attributes last, so one without them is
+        a creation cut short (see :meth:`ensure_group`), left out here and completed by the next
+        extract with its extractor (``validate`` reports it)."""
+        return sorted(key for key, _ in self._all_groups() if key not in self.incomplete_groups())
+
+    def _all_groups(self) -> list[tuple[str, zarr.Group]]:
+        return list(self.root["features"].groups()) if "features" in self.root else []
+
+    def incomplete_groups(self) -> list[str]:
+        """Groups without attributes (creation cut short, or their metadata was lost)."""
+        return sorted(key for key, g in self._all_groups() if "layout" not in g.attrs)
 
     def group(self, key: str) -> zarr.Group:
         if key not in self.group_keys():
@@ -336,31 +405,25 @@ class FeatureBank:
                 for key in self.group_keys()]
 
     def ensure_group(self, key: str, schema: GroupSchema) -> zarr.Group:
-        """Create the group for an extractor configuration, or check the existing one matches."""
+        """Create the group for an extractor configuration, or check the existing one matches.
+
+        Arrays are created first and the attributes last, so a group without attributes is one
+        whose creation was cut short (a full disk, a kill): its missing arrays and its attributes
+        are written now. No row is ever committed before this returns.
+        """
         features = self.root.require_group("features")
-        if key in features:
+        group = features.require_group(key)
+        if "layout" in group.attrs:
             stored = self.schema(key).layout
             if stored != schema.layout:
                 raise BankError(f"{self.path}: group {key} has layout {stored}, extractor says {schema.layout}")
-            return features[key]
-        group = features.create_group(key)
-        layout = schema.layout
-        cap, R, T = self.capacity, ROW_CHUNK, layout.max_steps
-        group.create_array("status", shape=(cap,), chunks=(R,), dtype="int8", fill_value=PENDING)
-        # Uncompressed: float features barely compress (1.08x with zstd on a 40k x 4096 matrix) and
-        # decompression made whole-matrix loads 3.4x slower (benchmarks/bench_bank_load.py).
-        group.create_array("pooled", shape=(cap, layout.pooled_dim), chunks=(R, layout.pooled_dim),
-                           dtype="float32", fill_value=np.nan, compressors=None)
-        group.create_array("steps", shape=(cap, T, layout.step_dim), chunks=(R, T, layout.step_dim),
-                           dtype="float32", fill_value=np.nan)
-        group.create_array("mask", shape=(cap, T), chunks=(R, T), dtype="bool", fill_value=False)
-        group.create_array("timestamps", shape=(cap, T), chunks=(R, T), dtype="float32",
-                           fill_value=np.nan)
-        if layout.frames_per_step:
-            K = layout.frames_per_step
-            group.create_array("frame_indices", shape=(cap, T, K), chunks=(R, T, K), dtype="int32",
-                               fill_value=-1)
-        group.attrs.update(schema.stamped().to_attrs())
+        present = set(group.array_keys())
+        for name, spec in array_specs(schema.layout, self.capacity).items():
+            if name not in present:
+                group.create_array(name, **spec)  # keeps chunk files a lost zarr.json left behind
+        if "layout" not in group.attrs:
+            group.attrs.update(schema.stamped().to_attrs())
+            self._grow(self.count)  # arrays a cut-short creation made before a registration grew the rest
         return group
 
     def status(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
@@ -427,8 +490,20 @@ class FeatureBank:
 
     # ----------------------------------------------------------------- reads
     def pooled(self, key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pooled features and status of ``rows``."""
+        """Pooled features and status of ``rows``.
+
+        Rows marked OK whose features are damaged (see :func:`damaged_rows`: a lost chunk reads as
+        NaN) are refused with a BankError, so a learner never imputes over them silently.
+        """
         pooled, status = self.read_rows(key, ("pooled", "status"), rows)
+        damaged = damaged_rows(pooled, status, self.is_imported(key))
+        if damaged.any():
+            bad = np.unique(np.asarray(rows)[damaged])
+            shown = ", ".join(map(str, bad[:8])) + (", ..." if bad.size > 8 else "")
+            raise BankError(f"{self.path}: {bad.size} rows of {key} are marked done but their features are "
+                            f"missing or non-finite (bank rows {shown}): the bank is damaged. Run "
+                            f"`featbank validate --bank {self.path} --repair` to mark them pending, then "
+                            f"re-run `featbank extract` (or `featbank import`) to recompute them")
         return pooled, status
 
     def read_rows(self, key: str, arrays: Iterable[str], rows: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -465,13 +540,16 @@ class FeatureBank:
         """
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(manifest.resolve()).strip("/"))[-120:]
         stats = [p.stat() if isinstance(p, Path) else None for p in paths]
-        track = self.root.require_group("tracks").require_group(slug)
-        track.attrs.update({
+        record = {
             "manifest": str(manifest.resolve()), "video_ids": video_ids,
             "paths": [str(p.resolve()) if isinstance(p, Path) else str(p) for p in paths],
             "digests": [d.hex() for d in digests],
             "sizes": [s.st_size if s else 0 for s in stats], "mtimes": [s.st_mtime_ns if s else 0 for s in stats],
-        })
+        }
+        tracks = self.root.require_group("tracks")
+        if slug in tracks and dict(tracks[slug].attrs) == record:
+            return  # nothing to write: a re-run over a read-only bank stays read-only
+        tracks.require_group(slug).attrs.update(record)
 
     def hash_cache(self) -> dict[tuple[str, int, int], bytes]:
         """(absolute path, size, mtime_ns) → digest, from every track the bank remembers."""
@@ -505,49 +583,10 @@ class FeatureBank:
                 "capacity": self.capacity, "groups": groups, "tracks": self.tracks()}
 
     def validate(self) -> list[str]:
-        """Structural checks; returns the problems found (empty when the bank is sound)."""
-        problems: list[str] = []
-        n, cap = self.count, self.capacity
-        for arr in self._row_arrays():
-            if arr.shape[0] != cap:
-                problems.append(f"{arr.path}: {arr.shape[0]} rows, items have capacity {cap}")
-        digests = self.digests()
-        if len({bytes(d) for d in digests}) != n:
-            problems.append("items/digest: duplicate digests")
-        if n and (digests == 0).all(axis=1).any():
-            problems.append("items/digest: registered row without digest")
-        for key in self.group_keys():
-            problems += self._validate_group(key)
-        return problems
+        """Every problem found (empty when the bank is sound); see :mod:`featbank.bank.validate`."""
+        from featbank.bank.validate import inspect_bank  # it builds on this module
 
-    def _validate_group(self, key: str) -> list[str]:
-        g, n = self.group(key), self.count
-        status = g["status"][:]
-        problems = []
-        if (status[n:] != PENDING).any():
-            problems.append(f"{key}: status set on unregistered rows")
-        status = status[:n]
-        if not np.isin(status, list(STATUS_NAMES)).all():
-            problems.append(f"{key}: unknown status codes {sorted(set(status.tolist()) - set(STATUS_NAMES))}")
-        pooled, mask = g["pooled"][:n], g["mask"][:n]
-        ok = status == OK
-        # Imported feature files have genuine gaps (NaN, imputed inside each fold); only an
-        # infinity is broken there. Extractors always produce finite vectors for OK rows.
-        broken = np.isinf(pooled[ok]) if self.is_imported(key) else ~np.isfinite(pooled[ok])
-        if broken.any():
-            problems.append(f"{key}: {int(broken.any(1).sum())} committed rows with non-finite pooled features")
-        if ok.any() and not mask[ok].any(axis=1).all():
-            problems.append(f"{key}: committed rows without any valid step")
-        # PENDING (and FAILED, being retried) rows may hold data of a commit killed before its
-        # status was written: harmless, readers trust only OK rows, and the next commit rewrites
-        # it. An ABSENT row is never recomputed, so data there is a real inconsistency.
-        if (mask[status == ABSENT]).any():
-            problems.append(f"{key}: rows marked absent but with valid steps")
-        recorded = set(self.failures(key))
-        failed = {digest_hex(d) for d in self.digests()[status == FAILED]}
-        if failed - recorded:
-            problems.append(f"{key}: {len(failed - recorded)} failed rows without an error record")
-        return problems
+        return inspect_bank(self).all_problems
 
 
 def _item_value(record: ItemRecord, name: str) -> object:

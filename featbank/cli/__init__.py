@@ -1,6 +1,7 @@
 """The ``featbank`` command line: extract → fit → predict, plus bank inspection and the demo.
 
-Exit codes: 0 success · 1 error · 2 invalid manifest or usage · 3 bank problem ·
+Exit codes: 0 success · 1 error (also a path the system refuses: under a regular file, read-only,
+full disk) · 2 invalid manifest or usage · 3 bank problem ·
 4 missing/mismatching weights · 6 run completed but some items failed (recorded in the bank) ·
 130 interrupted.
 
@@ -13,7 +14,12 @@ Each command family lives in its own module (``extract``, ``learn``, ``score``, 
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import shutil
 import sys
+import warnings
+from pathlib import Path
 
 from featbank import __version__
 from featbank.cli import bank, demo, extract, io, learn, score, weights
@@ -29,11 +35,13 @@ typical session:
   featbank predict --manifest test.csv  --model runs/fit/model --out submission.csv
   featbank info                              # what the bank holds
 
-exit codes: 0 ok, 1 error, 2 invalid manifest/usage, 3 bank problem, 4 missing weights,
+exit codes: 0 ok, 1 error (also a path that cannot be read or written),
+            2 invalid manifest/usage, 3 bank problem, 4 missing weights,
             6 finished but some items failed (see `featbank info --failures`),
             130 interrupted (committed rows are kept)
 """
 
+EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 # In the order the commands are listed by --help: the workflow first, then data, bank, demo.
@@ -52,6 +60,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """What an operating-system refusal means for the path the user gave, in one line.
+
+    These come from paths a user chose (an output under a regular file, a folder where a file is
+    expected, a read-only or full disk), never from featbank's logic, so they get a message naming
+    the path and what to change instead of a traceback.
+    """
+    path = exc.filename if exc.filename is not None else "?"
+    reasons = {
+        errno.ENOTDIR: "a part of this path is a regular file, not a folder",
+        errno.EEXIST: "it exists and is a regular file, but a folder is needed there",
+        errno.EISDIR: "it is a folder, but a file is expected",
+        errno.ENOENT: "no such file or folder",
+        errno.EACCES: "permission denied (check the owner and mode, or choose another path)",
+        errno.EPERM: "operation not permitted (check the owner and mode, or choose another path)",
+        errno.EROFS: "the file system is read-only",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+    }
+    reason = reasons.get(exc.errno, exc.strerror or type(exc).__name__)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename is not None:
+        reason += f" ({free_space(Path(exc.filename))} free there)"
+    return f"{path}: {reason}"
+
+
+def free_space(path: Path) -> str:
+    """Free space on the file system holding ``path`` (its nearest existing parent), for messages."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    return "unknown"
+
+
+def quiet_abandoned_io() -> None:
+    """Silence what zarr's interrupted I/O reports while the interpreter shuts down.
+
+    zarr runs its reads and writes on an asyncio loop in a background thread; Ctrl-C stops the
+    main thread's wait, not those tasks, so at exit asyncio logs "Task was destroyed but it is
+    pending!" and Python warns "coroutine ... was never awaited". The run has already been
+    reported as interrupted, and every chunk file is written atomically (an abandoned write leaves
+    the previous version), so this noise tells the user nothing and is turned off.
+    """
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -59,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except FeatbankError as exc:
         print(f"featbank {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        print(f"featbank {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
+        quiet_abandoned_io()
         print("featbank: interrupted; committed rows are kept, re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

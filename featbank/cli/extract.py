@@ -31,6 +31,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="workers of the local cluster (default: CPU cores, or GPUs with --device "
                         "cuda); 0 runs in this process without dask")
     p.add_argument("--retry-failed", action="store_true", help="also redo items that failed before")
+    p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="one writer at a time per bank: wait up to this long for another extract or "
+                        "import on the same bank to finish (default 0: exit 3 at once, naming it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_extract)
 
@@ -52,7 +55,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from featbank.extraction.orchestrate import extract_manifest
 
     checked_manifest(args.manifest, args.track)
-    common = dict(device=args.device, weights=weights_policy(args), retry_failed=args.retry_failed, progress=not args.no_progress)
+    common = dict(device=args.device, weights=weights_policy(args), retry_failed=args.retry_failed, progress=not args.no_progress,
+                  wait_lock=args.wait_lock)
     if args.workers == 0 and not args.scheduler:
         report = extract_manifest(args.manifest, args.bank, args.extractor, **common)
     else:

@@ -1,13 +1,15 @@
 """Decode each item once and hand every extractor the steps its sampling plan asks for.
 
-Video frames come from decord (random access by frame index, seeking to the nearest key frame),
-audio from PyAV (decord's audio reader mishandles some containers), still images from Pillow. Every
-file is first probed with PyAV, so a file that is not a video (text, HTML, an image under a video
-name, an audio-only MP4) gets a message that says so instead of decord's internal check failures;
-where decord returns malformed frames (see :class:`SequentialFrames`) PyAV decodes them instead. The
-union of all plans' frame indices is decoded in ascending order, a bounded batch at a time, and a
-step is handed out as soon as its last frame is decoded and then dropped, so memory holds only the
-steps currently open, never the whole video.
+Every file is first probed with PyAV, so a file that is not a video (text, HTML, an image under a
+video name, an audio-only MP4) gets a message that says so instead of a decoder's internal check
+failures, and the probe's codec name picks the decoder: decord (random access by frame index,
+seeking to the nearest key frame) for the codecs it is known to handle (:data:`DECORD_CODECS`),
+PyAV's sequential pass for every other codec (AV1, GIF...) and where decord returns malformed frames
+(see :class:`SequentialFrames`); a codec no FFmpeg here can decode gets a message naming what to
+install. Audio comes from PyAV (decord's audio reader mishandles some containers), still images
+from Pillow. The union of all plans' frame indices is decoded in ascending order, a bounded batch at
+a time, and a step is handed out as soon as its last frame is decoded and then dropped, so memory
+holds only the steps currently open, never the whole video.
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ DECODE_BATCH = 16
 
 @dataclass(frozen=True)
 class Probe:
-    """What PyAV's demuxer says a file holds, before any decoder is involved."""
+    """What PyAV's demuxer says a file holds, before any decoder is involved.
+
+    ``video_codec`` is FFmpeg's name for the first video stream's codec (``h264``, ``av1``, ``gif``),
+    ``None`` when that codec is unknown to the FFmpeg inside PyAV (no decoder for it at all).
+    """
 
     format: str
     n_video: int
     n_audio: int
+    video_codec: str | None = None
 
     @property
     def is_image(self) -> bool:
@@ -48,22 +55,36 @@ def probe(path: Path) -> Probe:
     """Open the container with PyAV; :class:`MediaError` naming the reason when FFmpeg cannot."""
     try:
         with av.open(str(path)) as container:
-            return Probe(container.format.name, len(container.streams.video), len(container.streams.audio))
+            video = container.streams.video
+            context = video[0].codec_context if video else None
+            codec = context.codec.canonical_name if context is not None else None
+            return Probe(container.format.name, len(video), len(container.streams.audio), codec)
     except Exception as exc:  # FFmpegError mostly; a demuxer on hostile bytes may raise others
         raise MediaError(f"{path}: cannot decode: FFmpeg finds no media container in it (corrupt, "
                          f"truncated, or not a video at all: {_first_line(exc)})") from exc
 
 
+DECORD_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "mpeg4", "mpeg2video", "mjpeg", "prores",
+                           "ffv1", "huffyuv", "utvideo", "rawvideo"})
+"""Codecs decord 0.6 opens and decodes correctly (8- and 10-bit, 4:2:0 to 4:4:4, each checked in
+tests/test_bad_inputs.py). Every other codec is decoded by PyAV in one sequential pass: decord's
+bundled FFmpeg has no AV1 decoder ("cannot find video stream"), cannot count an animated GIF's
+frames ("broken metadata"), and returns wrongly sized frames for RGB codecs such as QuickTime RLE
+and PNG-in-MOV. PyAV's FFmpeg decodes all of these; decord stays the first choice where it works
+because it seeks to the frames a sparse sampling plan asks for instead of decoding them all."""
+
+
 class SequentialFrames:
     """Frames by index from one in-order PyAV decoding pass, rotated as the container says.
 
-    The fallback for files whose frames decord returns malformed. decord 0.6 infers the channel
-    count from the row stride: when the stride (the row's bytes, rounded up for alignment) divided
-    by the width is a whole number other than 3, frames come back with 4, 6, 12... "channels" and
-    ``get_batch`` raises. That happens for narrow videos (width 8, 16, 24 px) and for rotated ones
-    whose displayed width divides the coded stride (a 64x48 or 640x480 clip shot in portrait).
-    :func:`iter_steps` asks for ascending indices, so one pass serves a whole item; a request for
-    an earlier frame restarts the pass. Frames are turned by the display matrix, as decord does.
+    The decoder for codecs outside :data:`DECORD_CODECS`, and the fallback for files whose frames
+    decord returns malformed. decord 0.6 infers the channel count from the row stride: when the
+    stride (the row's bytes, rounded up for alignment) divided by the width is a whole number other
+    than 3, frames come back with 4, 6, 12... "channels" and ``get_batch`` raises. That happens for
+    narrow videos (width 8, 16, 24 px) and for rotated ones whose displayed width divides the coded
+    stride (a 64x48 or 640x480 clip shot in portrait). :func:`iter_steps` asks for ascending
+    indices, so one pass serves a whole item; a request for an earlier frame restarts the pass.
+    Frames are turned by the display matrix, as decord does.
     """
 
     def __init__(self, path: Path) -> None:
@@ -101,41 +122,85 @@ class SequentialFrames:
         return np.stack([got[i] for i in order])
 
 
+def stream_timing(path: Path) -> tuple[int, float]:
+    """``(n_frames, fps)`` of the first video stream, from the container, as decord reports them.
+
+    Matroska/WebM and GIF headers may carry no frame count; then the packets are counted in one
+    demuxing pass (reading, not decoding). fps is the average rate, else FFmpeg's guess, else
+    frames over duration.
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        n_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+        rate = stream.average_rate or stream.guessed_rate
+        if rate:
+            return n_frames, float(rate)
+        seconds = container.duration / av.time_base if container.duration else 0.0
+        return n_frames, n_frames / seconds if seconds > 0 else float("nan")
+
+
 class VideoFile:
-    """A video opened for random frame access plus one-shot audio decoding."""
+    """A video opened for random frame access plus one-shot audio decoding.
+
+    The stream's codec picks the decoder (see :data:`DECORD_CODECS`); a codec the FFmpeg inside PyAV
+    has no decoder for fails with a message that says what to install.
+    """
 
     def __init__(self, path: Path, streams: Probe) -> None:
-        import decord  # deferred: decord prints to stderr at import on some systems
-
         self.path = path
         if streams.n_video == 0:
             raise MediaError(f"{path}: no video stream (the file holds {streams.n_audio} audio "
                              f"stream(s) and no picture)")
+        if streams.video_codec is None:
+            raise MediaError(
+                f"{path}: cannot decode: its video codec is unknown to FFmpeg {av.ffmpeg_version_info} "
+                f"(in PyAV {av.__version__}), so no decoder exists for it here; install a PyAV build "
+                f"whose FFmpeg has that decoder (`pip install --upgrade av`), or transcode the file "
+                f"(`ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4`)")
+        self.codec = streams.video_codec
+        self.decoder = "decord" if self.codec in DECORD_CODECS else "pyav"
         try:
-            self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-            n_frames = len(self._reader)
-            first = self._reader[0].shape
-            fps = float(self._reader.get_avg_fps())
-        except (RuntimeError, decord.DECORDError) as exc:
-            raise MediaError(f"{path}: cannot decode the video stream, corrupt or truncated "
-                             f"({_decord_reason(exc)})") from exc
+            if self.decoder == "decord":
+                n_frames, fps, first = self._open_decord()
+            else:
+                self._reader = SequentialFrames(path)
+                n_frames, fps = stream_timing(path)
+                first = self._reader.get(np.array([0])).shape[1:]
+        except MediaError:
+            raise
+        except Exception as exc:  # decord raises DECORDError/RuntimeError, PyAV its FFmpegErrors
+            raise MediaError(f"{path}: cannot decode the {self.codec} video stream with "
+                             f"{self.decoder}, corrupt or truncated ({_decord_reason(exc)})") from exc
         if n_frames < 1 or not np.isfinite(fps) or fps <= 0:
-            raise MediaError(f"{path}: video stream has {n_frames} frames at {fps} fps")
+            raise MediaError(f"{path}: {self.codec} video stream has {n_frames} frames at {fps} fps")
         height, width = first[:2]
-        self._fallback = SequentialFrames(path) if first[2] != 3 else None
         self.info = MediaInfo(n_frames=n_frames, fps=fps, width=width, height=height,
                               has_audio=streams.n_audio > 0)
 
+    def _open_decord(self) -> tuple[int, float, tuple[int, ...]]:
+        """Open with decord; its frame count, fps and first frame's shape. Frames decord returns
+        malformed (not 3 channels, see :class:`SequentialFrames`) are served by PyAV instead."""
+        import decord  # deferred: decord prints to stderr at import on some systems
+
+        reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
+        n_frames, first, fps = len(reader), reader[0].shape, float(reader.get_avg_fps())
+        if first[2] != 3:
+            self.decoder, self._reader = "pyav", SequentialFrames(self.path)
+        else:
+            self._reader = reader
+        return n_frames, fps, first
+
     def frames(self, indices: np.ndarray) -> np.ndarray:
         try:
-            if self._fallback is not None:
-                return self._fallback.get(indices)
+            if isinstance(self._reader, SequentialFrames):
+                return self._reader.get(indices)
             return self._reader.get_batch(indices.tolist()).asnumpy()
         except MediaError:
             raise
         except Exception as exc:  # decord raises its own and RuntimeErrors on broken packets
             raise MediaError(f"{self.path}: cannot decode frames {indices[0]}..{indices[-1]}, the "
-                             f"video stream is corrupt or truncated ({_decord_reason(exc)})") from exc
+                             f"{self.codec} video stream is corrupt or truncated "
+                             f"({_decord_reason(exc)})") from exc
 
     def audio(self, sample_rate: int) -> np.ndarray | None:
         return read_audio(self.path, sample_rate) if self.info.has_audio else None

@@ -1,6 +1,6 @@
 """Extraction on a dask.distributed cluster: one task per bank chunk, each chunk one writer.
 
-The client plans the run (:func:`featbank.extraction.orchestrate.plan_extraction`: it alone registers rows,
+The client plans the run (:func:`featbank.extraction.orchestrate.extraction_session`: it alone registers rows,
 resizes arrays and writes attributes), then submits one task per bank chunk that has missing work.
 A task opens the bank on its worker, extracts its rows and commits them as whole chunks, status
 last, exactly as a single-process run does, so the two produce identical banks. No two tasks share
@@ -34,7 +34,7 @@ from extractors.base import Extractor
 from featbank.bank.store import FeatureBank
 from featbank.errors import FeatbankError
 from featbank.io.manifest import item_text, media_item
-from featbank.extraction.orchestrate import ExtractionPlan, ExtractReport, plan_extraction, process_chunk
+from featbank.extraction.orchestrate import ExtractionPlan, ExtractReport, extraction_session, process_chunk
 from featbank.extraction.weights import WeightsPolicy
 
 TASK_RETRIES = 2
@@ -123,20 +123,20 @@ def run_chunk(bank_path: str, work: dict[int, list[str]], paths: dict[int, str],
 def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
                         scheduler: str | None = None, workers: int | None = None, device: str = "cpu",
                         weights: WeightsPolicy | None = None, retry_failed: bool = False,
-                        progress: bool = True) -> ExtractReport:
+                        progress: bool = True, wait_lock: float = 0.0) -> ExtractReport:
     """Like :func:`featbank.extraction.orchestrate.extract_manifest`, with the chunks spread over the workers
     of the cluster at ``scheduler``, or of a LocalCluster of ``workers`` processes (default: sized
     to the machine, never more than there are chunks to do). Nothing is started when nothing is
     missing. The bank (a path or an fsspec URL) must be reachable by every worker under the same
-    name."""
+    name. The client holds the bank's write lock for its workers for the whole run."""
     weights = weights or WeightsPolicy()
-    plan = plan_extraction(manifest_path, bank_path, specs, device, weights, retry_failed)
-    if not plan.chunks:
-        return plan.report([])
-    n_workers = min(workers or default_workers(device), len(plan.chunks))
-    with connect(scheduler, n_workers, device) as client:
-        failures = _run_plan(client, plan, device, weights, progress)
-    return plan.report(failures)
+    with extraction_session(manifest_path, bank_path, specs, device, weights, retry_failed, wait_lock) as plan:
+        if not plan.chunks:
+            return plan.report([])
+        n_workers = min(workers or default_workers(device), len(plan.chunks))
+        with connect(scheduler, n_workers, device) as client:
+            failures = _run_plan(client, plan, device, weights, progress)
+        return plan.report(failures)
 
 
 class _ItemProgress:

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 import extractors
 from extractors.base import Extractor
 from featbank.bank.schema import GroupLayout, GroupSchema
+from featbank.bank.session import write_session
 from featbank.bank.store import FAILED, PENDING, ROW_CHUNK, FeatureBank, ItemRecord
 from featbank.errors import BankError, ManifestError
 from featbank.extraction.item import extract_item
@@ -93,10 +94,12 @@ def item_texts(manifest: Manifest, rows: np.ndarray, exs: Sequence[Extractor]) -
     return texts
 
 
-def register_manifest(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
-    """Bank rows of the manifest's items (hashing only files the bank has not seen unchanged)."""
+def register_manifest(bank: FeatureBank, manifest: Manifest, digests: list[bytes] | None = None) -> np.ndarray:
+    """Bank rows of the manifest's items (hashing only files the bank has not seen unchanged,
+    unless the ``digests`` of its items are given)."""
     paths = manifest.media_paths()
-    digests = digest_paths(paths, bank.hash_cache())
+    if digests is None:
+        digests = digest_paths(paths, bank.hash_cache())
     rows = bank.register(digests)
     bank.save_track(manifest.source, manifest.video_ids, paths, digests)
     return rows
@@ -199,21 +202,20 @@ class ExtractionPlan:
         return report
 
 
-def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
-                    device: str = "cpu", weights: WeightsPolicy | None = None,
-                    retry_failed: bool = False) -> ExtractionPlan:
-    """Validate, set up extractors (missing weights fail here, before any decoding), register the
-    manifest's items and groups in the bank, and list the missing work by chunk."""
+def _prepared(manifest_path: str | Path, specs: Sequence[str], device: str,
+              weights: WeightsPolicy | None) -> tuple[Manifest, list[Extractor]]:
+    """The manifest, validated, and its extractors set up (missing weights fail here, before any
+    decoding or any write)."""
     manifest = load_manifest(manifest_path)
     exs = [extractors.create(s) for s in specs]
     for ex in exs:
         ex.setup(device, weights)
-    bank = FeatureBank(bank_path)
-    rows = register_manifest(bank, manifest)
-    for ex, spec in zip(exs, specs):
-        bank.ensure_group(ex.key, schema_of(ex, spec))
-        check_same_weights(bank.schema(ex.key).weights, ex, bank.path)
-        bank.root.require_group("failures").require_group(ex.key)  # workers only add below it
+    return manifest, exs
+
+
+def _plan(bank: FeatureBank, manifest: Manifest, exs: list[Extractor], specs: Sequence[str],
+          rows: np.ndarray, retry_failed: bool) -> ExtractionPlan:
+    """The missing work of ``rows`` (the manifest's bank rows), grouped by chunk."""
     paths: dict[int, MediaItem] = {}
     ids: dict[int, str] = {}
     for row, path, vid in zip(rows.tolist(), manifest.media_paths(), manifest.video_ids):
@@ -226,22 +228,92 @@ def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Seq
                           item_texts(manifest, rows, exs))
 
 
+def _register(bank: FeatureBank, manifest: Manifest, exs: list[Extractor], specs: Sequence[str],
+              digests: list[bytes] | None = None) -> np.ndarray:
+    """Register the manifest's items and the extractors' groups (the writes a plan needs)."""
+    rows = register_manifest(bank, manifest, digests)
+    for ex, spec in zip(exs, specs):
+        bank.ensure_group(ex.key, schema_of(ex, spec))
+        check_same_weights(bank.schema(ex.key).weights, ex, bank.path)
+        bank.root.require_group("failures").require_group(ex.key)  # workers only add below it
+    return rows
+
+
+def _existing_bank(bank_path: str | Path) -> FeatureBank | None:
+    """The bank opened read-only, None when there is none yet (or it cannot be opened: the write
+    path then says why)."""
+    try:
+        return FeatureBank(bank_path, mode="r")
+    except BankError:
+        return None
+
+
+def _settled_plan(bank: FeatureBank, manifest: Manifest, exs: list[Extractor], specs: Sequence[str],
+                  digests: list[bytes], retry_failed: bool) -> ExtractionPlan | None:
+    """An empty plan on the read-only ``bank`` when it already holds every item and group the run
+    asks for, else None. Such a run takes no lock and writes nothing, so it works on a read-only
+    bank and beside another writer."""
+    rows = bank.rows_of(digests)
+    if (rows < 0).any() or not set(ex.key for ex in exs) <= set(bank.group_keys()):
+        return None
+    plan = _plan(bank, manifest, exs, specs, rows, retry_failed)
+    return plan if not plan.chunks else None
+
+
+def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
+                    device: str = "cpu", weights: WeightsPolicy | None = None,
+                    retry_failed: bool = False) -> ExtractionPlan:
+    """Validate, set up extractors, register the manifest's items and groups in the bank, and list
+    the missing work by chunk. Takes no lock: :func:`extraction_session` is the safe entry."""
+    manifest, exs = _prepared(manifest_path, specs, device, weights)
+    bank = FeatureBank(bank_path)
+    return _plan(bank, manifest, exs, specs, _register(bank, manifest, exs, specs), retry_failed)
+
+
+@contextmanager
+def extraction_session(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
+                       device: str = "cpu", weights: WeightsPolicy | None = None, retry_failed: bool = False,
+                       wait_lock: float = 0.0) -> Iterator[ExtractionPlan]:
+    """The plan of a run, under the bank's write lock until the ``with`` block (the execution)
+    ends: one writer at a time per bank (see :mod:`featbank.bank.lock`; ``wait_lock`` seconds to
+    wait for another writer). Full-disk and read-only errors inside become one BankError.
+
+    When the bank already holds everything asked, the plan is empty and made without the lock or
+    any write.
+    """
+    manifest, exs = _prepared(manifest_path, specs, device, weights)
+    existing = _existing_bank(bank_path)
+    digests = digest_paths(manifest.media_paths(), existing.hash_cache() if existing else {})
+    settled = existing and _settled_plan(existing, manifest, exs, specs, digests, retry_failed)
+    if settled:
+        yield settled
+        return
+    if existing:
+        existing.close()
+    with write_session(bank_path, wait=wait_lock):
+        bank = FeatureBank(bank_path)
+        rows = _register(bank, manifest, exs, specs, digests)
+        yield _plan(bank, manifest, exs, specs, rows, retry_failed)
+
+
 def extract_manifest(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
                      device: str = "cpu", weights: WeightsPolicy | None = None, retry_failed: bool = False,
-                     progress: bool = True) -> ExtractReport:
+                     progress: bool = True, wait_lock: float = 0.0) -> ExtractReport:
     """Bring the bank up to date for every item of the manifest and every requested extractor,
-    in this process, committing chunk by chunk (see :mod:`featbank.extraction.distributed` for many workers)."""
+    in this process, committing chunk by chunk (see :mod:`featbank.extraction.distributed` for many workers).
+    Another writer on the bank is waited for up to ``wait_lock`` seconds, then refused (BankError)."""
     from tqdm.auto import tqdm
 
-    plan = plan_extraction(manifest_path, bank_path, specs, device, weights, retry_failed)
     failures: list[tuple[str, str, str]] = []
-    with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
-        for work in plan.chunks.values():
-            failures += process_chunk(plan.bank, work, plan.paths, plan.ids, plan.texts,
-                                      on_item=lambda: bar.update())
-            bar.set_postfix(failed=len(failures))
-    return plan.report(failures)
+    with extraction_session(manifest_path, bank_path, specs, device, weights, retry_failed, wait_lock) as plan:
+        with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
+            for work in plan.chunks.values():
+                failures += process_chunk(plan.bank, work, plan.paths, plan.ids, plan.texts,
+                                          on_item=lambda: bar.update())
+                bar.set_postfix(failed=len(failures))
+        return plan.report(failures)
 
 
-__all__ = ["ExtractReport", "ExtractionPlan", "extract_manifest", "pending_work", "plan_extraction",
+__all__ = ["ExtractReport", "ExtractionPlan", "extract_manifest", "extraction_session", "pending_work",
+           "plan_extraction",
            "process_chunk", "register_manifest"]

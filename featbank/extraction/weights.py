@@ -160,15 +160,18 @@ def resolve(spec: WeightsSpec, policy: WeightsPolicy | Path | None) -> ResolvedW
     return ResolvedWeights(found, actual, pinned_by)
 
 
-def import_weights(source: Path, spec: WeightsSpec, directory: Path) -> ResolvedWeights:
+def import_weights(source: Path, spec: WeightsSpec, directory: Path,
+                   verify: Callable[[Path], None] | None = None) -> ResolvedWeights:
     """Copy a checkpoint into the weights directory under its expected name and pin it.
 
     ``source`` is the file, or for a snapshot checkpoint (``spec.snapshot``) the folder that holds
     its key file; the whole folder is copied and the key file is what gets pinned. A file whose
     upstream checksum is known must match it; an unpinned one is pinned now, so a later replacement
-    of the file (a re-download of a different release) is caught. The copy lands under a
-    ``.partial`` name and is renamed into place, so an interrupted import leaves nothing half-copied
-    under the expected name.
+    of the file (a re-download of a different release) is caught. ``verify`` (the extractor's strict
+    load check) runs on the key file before anything is copied or pinned: a pin vouches for a file
+    only once that file has been shown to be the model, never for a README saved under its name.
+    The copy lands under a ``.partial`` name and is renamed into place, so an interrupted import
+    leaves nothing half-copied under the expected name.
     """
     if source.is_dir() and not spec.snapshot:
         raise WeightsMissingError(f"{source} is a folder, but {spec.filename} is one file: import the file itself")
@@ -180,6 +183,11 @@ def import_weights(source: Path, spec: WeightsSpec, directory: Path) -> Resolved
     if expected is not None and actual != expected:
         raise WeightsMissingError(f"{key_file} has sha256 {actual}, but {spec.filename} must have "
                                   f"{expected} ({pinned_by}); it is not the file featbank expects")
+    if verify is not None:
+        try:
+            verify(key_file)
+        except WeightsMissingError as exc:
+            raise WeightsMissingError(f"{exc}. Nothing was imported or pinned.") from exc
     target = directory / spec.filename
     if key_file is source:
         _copy_into_place(source, target, shutil.copyfile)

@@ -57,18 +57,18 @@ def list_weights(specs: list[str] | None, directory: Path | None) -> str:
 
 
 def verify_weights(specs: list[str] | None, directory: Path | None, load: bool = False) -> tuple[str, bool]:
-    """Check every checkpoint's presence and checksum (and, with ``load``, a strict load into the
-    architecture). Returns the report and whether everything passed."""
+    """Check every checkpoint's presence, checksum and that it reads as a checkpoint (with ``load``,
+    a strict load into the architecture instead). Returns the report and whether everything passed."""
     policy = WeightsPolicy(directory=directory, accept_non_commercial=True)  # checking is not using
     lines, ok = [], True
     chosen, notes = weighted_extractors(specs)
     for spec, ex in chosen:
         try:
             found = resolve(ex.weights, policy)
-            if load:
-                ex.verify_checkpoint(found.path)
+            (ex.verify_checkpoint if load else ex.check_checkpoint)(found.path)
             lines.append(f"OK       {spec}: {found.path} sha256 {found.sha256} ({found.pinned_by})"
-                         + (", loads strictly" if load else ""))
+                         + (", loads strictly" if load else ", reads as a checkpoint (--load also "
+                                                            "checks names and shapes)"))
         except FeatbankError as exc:
             ok = False
             lines.append(f"PROBLEM  {spec}: {exc}")
@@ -85,7 +85,8 @@ def belongs(source: Path, spec: WeightsSpec) -> bool:
 
 
 def import_checkpoint(source: Path, specs: list[str] | None, directory: Path | None) -> str:
-    """Copy ``source`` into the weights directory as the file an extractor expects, and pin it.
+    """Copy ``source`` into the weights directory as the file an extractor expects, and pin it, once
+    a strict load has shown it is that extractor's model.
 
     Without ``--extractor`` a file is matched by name against every declared checkpoint, and a
     folder against the snapshot checkpoints whose key file it holds.
@@ -99,5 +100,5 @@ def import_checkpoint(source: Path, specs: list[str] | None, directory: Path | N
         raise FeatbankError(f"cannot tell which extractor {source.name} belongs to; name it with "
                             f"--extractor (known: {known})")
     spec, ex = matches[0]
-    done = import_weights(source, ex.weights, directory)
+    done = import_weights(source, ex.weights, directory, verify=ex.verify_checkpoint)
     return f"imported {source} as {done.path} for {spec}: sha256 {done.sha256} ({done.pinned_by})"

@@ -481,7 +481,9 @@ def import_features(bank_path: StoreLike, manifest_out: str | os.PathLike,
                  "missing_values": "NaN (±inf in the file became NaN; imputed per fold)"},
     )
     per_item = _rows(X, manifest.video_ids, features_path)
-    with FeatureBank(bank_path) as bank:
+    from featbank.bank.session import write_session  # one writer per bank (featbank/bank/lock.py)
+
+    with write_session(bank_path), FeatureBank(bank_path) as bank:
         rows = register_manifest(bank, manifest)
         bank.ensure_group(gkey, schema)
         bank.commit(rows, {}, {gkey: {int(rows[i]): out for i, out in per_item.items()}},

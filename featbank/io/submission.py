@@ -161,7 +161,11 @@ def read_submission(track_or_layout: Track | str, path: str | Path) -> pd.DataFr
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"no submission file at {path}")
-    raw = pd.read_csv(io.StringIO(_text_of(layout, path)), header=None, dtype=str, skipinitialspace=True)
+    try:
+        raw = pd.read_csv(io.StringIO(_text_of(layout, path)), header=None, dtype=str, skipinitialspace=True)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, zipfile.BadZipFile) as exc:
+        raise SubmissionError(f"{path} is not a readable submission (text lines of name,value): "
+                              f"{str(exc).splitlines()[0][:200]}") from exc
     if raw.shape[1] < 2:
         raise SubmissionError(f"{path}: expected name,value lines, found {raw.shape[1]} column(s)")
     has_header = not _numeric(raw.iloc[0, 1:])

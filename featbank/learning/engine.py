@@ -32,7 +32,7 @@ from featbank.errors import FeatbankError
 from featbank.learning.metrics import MIN_SAMPLES, score
 from featbank.learning.protocols import Protocol, Round
 from featbank.learning.results import STACK, Evaluation
-from regressors import make_learner
+from regressors import LEARNER_TABLE, make_learner
 
 Progress = Callable[[int, int], None]
 
@@ -145,12 +145,13 @@ def _jobs(rounds: list[Round], n_targets: int, n_bases: int, stack: bool, reuse_
     return jobs
 
 
-MIN_TRAIN = 5
-"""Fewest training rows a fit may get: ElasticNet's inner CV has five folds."""
+def _check_sizes(rounds: list[Round], stack: bool, learners: Sequence[str]) -> None:
+    """Refuse, before any fit, a protocol whose smallest fit or scored part is too small to mean anything.
 
-
-def _check_sizes(rounds: list[Round], stack: bool) -> None:
-    """Refuse, before any fit, a protocol whose smallest fit or scored part is too small to mean anything."""
+    Each learner declares the fewest training rows it can fit on (``LearnerEntry.min_train``:
+    ElasticNet's inner CV has five folds); a scored part needs the logistic's four samples.
+    """
+    need = max(LEARNER_TABLE[name].min_train for name in learners)
     for r, rnd in enumerate(rounds):
         sizes = {f: int((rnd.folds == f).sum()) for f in set(rnd.folds.tolist())}
         total = sum(sizes.values())
@@ -162,10 +163,11 @@ def _check_sizes(rounds: list[Round], stack: bool) -> None:
         if stack:
             excluded += [sizes[f] + sizes[g] for f in rnd.test_folds for g in sizes if g != f]
         smallest = total - max(excluded)
-        if smallest < MIN_TRAIN:
-            raise FeatbankError(f"round {r}: a fit would train on only {smallest} sample(s) (at least {MIN_TRAIN} "
-                                f"needed{', and the stack leaves out two folds' if stack else ''}); use more data or "
-                                f"fewer folds")
+        if smallest < need:
+            raise FeatbankError(f"round {r}: a fit would train on only {smallest} sample(s), and "
+                                f"{', '.join(learners)} need at least {need}"
+                                f"{' (the stack leaves out two folds)' if stack else ''}; use more data, fewer "
+                                f"folds or other learners")
 
 
 def _check_stackable(rounds: list[Round]) -> None:
@@ -235,7 +237,7 @@ def evaluate(
     rounds = protocol.rounds(n, groups)
     if stack:
         _check_stackable(rounds)
-    _check_sizes(rounds, stack)
+    _check_sizes(rounds, stack, learners)
     bases = base_names(blocks, learners)
     parts = [split_base(base) for base in bases]
     jobs = _jobs(rounds, len(targets), len(bases), stack, reuse_selected)
