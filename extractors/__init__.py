@@ -15,7 +15,7 @@ import importlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from featbank.errors import FeatbankError
+from featbank.errors import FeatbankError, UsageError
 
 if TYPE_CHECKING:
     from extractors.base import Extractor
@@ -80,6 +80,6 @@ def available() -> list[str]:
 def create(spec: str) -> Extractor:
     name, _, arg = spec.strip().partition(":")
     if name not in REGISTRY:
-        raise FeatbankError(f"unknown extractor {name!r}; available: {', '.join(available())}")
+        raise UsageError(f"unknown extractor {name!r}; available: {', '.join(available())}")
     cls = REGISTRY[name]
     return cls(arg) if arg else cls()

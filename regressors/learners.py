@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
-from featbank.errors import FeatbankError
+from featbank.errors import FeatbankError, UsageError
 from regressors import LEARNER_TABLE, LEARNERS, resolve
 from regressors.mlp import MLPHeadRegressor
 from regressors.svr_grid import SVRGridRegressor
@@ -97,7 +97,7 @@ def make_learner(name: str, random_state: int = 0) -> Pipeline:
     split; the others ignore it.
     """
     if name not in LEARNER_TABLE:
-        raise FeatbankError(f"unknown learner {name!r}; valid learners: {', '.join(LEARNERS)}")
+        raise UsageError(f"unknown learner {name!r}; valid learners: {', '.join(LEARNERS)}")
     return Pipeline(
         [
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),

@@ -133,12 +133,12 @@ def test_malformed_manifest_exits_2_before_any_work(track, tmp_path, capsys, edi
     assert not bank.exists(), "nothing is written for an invalid manifest"
 
 
-def test_unknown_extractor_and_learner_are_errors(track, extracted, tmp_path, capsys):
+def test_unknown_extractor_and_learner_are_usage_errors(track, extracted, tmp_path, capsys):
     assert main(["extract", "--manifest", str(track / "manifest.csv"), "--extractor", "nope",
-                 "--bank", str(tmp_path / "b.zarr")]) == 1
+                 "--bank", str(tmp_path / "b.zarr")]) == 2
     assert "unknown extractor 'nope'" in capsys.readouterr().err
     assert main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
-                 "--bank", str(extracted), "--learners", "xgb", "--out", str(tmp_path / "r")]) == 1
+                 "--bank", str(extracted), "--learners", "xgb", "--out", str(tmp_path / "r")]) == 2
     assert "unknown learner 'xgb'" in capsys.readouterr().err
 
 
@@ -242,7 +242,7 @@ def test_evaluate_holdout_and_bad_protocols(track, extracted, tmp_path, capsys):
     assert len(scores) == 2 and len(predictions) == 2 * held_out
     for spec in ("nope", "holdout:missing=1", "kfold:x"):
         assert main(["evaluate", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
-                     "--protocol", spec, "--bank", str(extracted), "--out", str(tmp_path / "x"), *FAST]) in (1, 2)
+                     "--protocol", spec, "--bank", str(extracted), "--out", str(tmp_path / "x"), *FAST]) == 2
         assert "protocol" in capsys.readouterr().err or spec.startswith("holdout:missing")
 
 

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,20 +98,20 @@ FAULTS = [
     Fault("fit_bank_missing", FIT.replace("bank.zarr", "no_bank.zarr"), 3, r"no_bank.zarr"),
     # names that name nothing
     Fault("unknown_track", "check --manifest {ws}/good.csv --track nosuchtrack", 2, r"nosuchtrack"),
-    Fault("unknown_extractor", f"{EXTRACT} --extractor nosuchnet {BANK}", 1,
+    Fault("unknown_extractor", f"{EXTRACT} --extractor nosuchnet {BANK}", 2,
           r"unknown extractor 'nosuchnet'; available: .*handcrafted"),
-    Fault("unknown_protocol", FIT.replace("--folds 3", "--protocol nosuch:3"), 1, r"unknown protocol 'nosuch:3'; use one of: kfold"),
-    Fault("unknown_learner", FIT.replace("--learners ridge", "--learners nosuchlearner"), 1,
+    Fault("unknown_protocol", FIT.replace("--folds 3", "--protocol nosuch:3"), 2, r"unknown protocol 'nosuch:3'; use one of: kfold"),
+    Fault("unknown_learner", FIT.replace("--learners ridge", "--learners nosuchlearner"), 2,
           r"unknown learner 'nosuchlearner'; valid learners: .*ridge"),
     Fault("unknown_feature_block", FIT.replace("--features handcrafted", "--features nosuchblock"), 3,
           r"nosuchblock"),
     Fault("unknown_target", FIT.replace("--targets overall", "--targets nosuchlabel"), 2, r"nosuchlabel"),
     Fault("protocol_and_folds", f"{FIT} --protocol kfold:3 --folds 3", 2, r"either --protocol or --folds"),
-    Fault("folds_one", f"{FIT} --folds 1", 1, r"n_splits must be at least 2, got 1"),
+    Fault("folds_one", f"{FIT} --folds 1", 2, r"n_splits must be at least 2, got 1"),
     # fits that cannot work (guards in featbank/learning)
-    Fault("fit_constant_target", FIT.replace("good.csv", "constant.csv"), 1,
+    Fault("fit_constant_target", FIT.replace("good.csv", "constant.csv"), 2,
           r"constant target\(s\), nothing to learn or rank: overall"),
-    Fault("fit_too_few_rows_for_stack", FIT.replace("good.csv", "three.csv") + " --stack", 1,
+    Fault("fit_too_few_rows_for_stack", FIT.replace("good.csv", "three.csv") + " --stack", 2,
           r"round 0 .*sample\(s\).* (at least|need)"),  # the learning engine's guard, before any fit
     # weights and configuration
     Fault("weights_dir_is_a_file", f"{EXTRACT} --extractor slowfast --weights-dir {{ws}}/README.md {BANK}", 4,

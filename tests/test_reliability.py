@@ -182,12 +182,14 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.parametrize("free_kib", [8, 48, 160])
+@pytest.mark.parametrize("free_kib", [8, 48, 96, 200])
 def test_a_full_disk_stops_with_one_message_leaves_a_valid_bank_and_a_rerun_completes(
         clips, small_disk, capsys, free_kib):
-    """ENOSPC from a real full tmpfs: at 8 KiB free the bank's creation is cut short, at 48 and 160
-    KiB its groups or some commits are; each time one message, exit 3, a valid bank, and after
-    freeing the space a rerun ends with the single writer's features."""
+    """ENOSPC from a real full tmpfs. With 8 KiB free the items table's creation is cut short,
+    with 48 KiB the registration, with 96 KiB the group's creation (half its arrays made), with
+    200 KiB the second chunk's commit (the first 32 rows are committed and kept). Each time: one
+    message, exit 3, a valid bank, and after freeing the space a rerun ends with the single
+    writer's features."""
     filler = small_disk / "filler"
     free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
     filler.write_bytes(b"\0" * (free - free_kib * 1024))
@@ -200,7 +202,8 @@ def test_a_full_disk_stops_with_one_message_leaves_a_valid_bank_and_a_rerun_comp
     filler.unlink()
     if (bank / "zarr.json").exists():
         assert run_main(capsys, "validate", "--bank", str(bank))[0] == 0
-    assert run_main(capsys, *args)[0] == 0
+    code, out, _ = run_main(capsys, *args)
+    assert code == 0 and (free_kib < 200 or "32 already complete" in out), out
     assert run_main(capsys, "validate", "--bank", str(bank))[0] == 0
     assert_same_as_reference(bank, clips)
 

@@ -256,6 +256,8 @@ def _settled_plan(bank: FeatureBank, manifest: Manifest, exs: list[Extractor], s
     rows = bank.rows_of(digests)
     if (rows < 0).any() or not set(ex.key for ex in exs) <= set(bank.group_keys()):
         return None
+    for ex in exs:  # a swapped checkpoint is refused even when there is nothing to compute
+        check_same_weights(bank.schema(ex.key).weights, ex, bank.path)
     plan = _plan(bank, manifest, exs, specs, rows, retry_failed)
     return plan if not plan.chunks else None
 

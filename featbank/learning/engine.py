@@ -28,7 +28,7 @@ from sklearn.base import RegressorMixin, clone
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
-from featbank.errors import FeatbankError
+from featbank.errors import FeatbankError, ManifestError, UsageError
 from featbank.learning.metrics import MIN_SAMPLES, score
 from featbank.learning.protocols import Protocol, Round
 from featbank.learning.results import STACK, Evaluation
@@ -67,7 +67,7 @@ def check_inputs(
         raise FeatbankError(f"Y has {int((~np.isfinite(Y)).sum())} missing or non-finite target values")
     constant = [f"{t} (all {Y[0, i]:g})" for i, t in enumerate(targets) if len(Y) and np.ptp(Y[:, i]) == 0]
     if constant:
-        raise FeatbankError(f"constant target(s), nothing to learn or rank: {', '.join(constant)}")
+        raise ManifestError(f"constant target(s), nothing to learn or rank: {', '.join(constant)}")
     checked = {}
     for name, X in blocks.items():
         if "/" in name:
@@ -157,14 +157,14 @@ def _check_sizes(rounds: list[Round], stack: bool, learners: Sequence[str]) -> N
         total = sum(sizes.values())
         scored = total if rnd.pooled else sizes[0]
         if scored < MIN_SAMPLES:
-            raise FeatbankError(f"round {r} scores {scored} sample(s); correlations after the logistic need at "
+            raise UsageError(f"round {r} scores {scored} sample(s); correlations after the logistic need at "
                                 f"least {MIN_SAMPLES}: use fewer folds or a larger test part")
         excluded = [sizes[f] for f in rnd.test_folds]
         if stack:
             excluded += [sizes[f] + sizes[g] for f in rnd.test_folds for g in sizes if g != f]
         smallest = total - max(excluded)
         if smallest < need:
-            raise FeatbankError(f"round {r}: a fit would train on only {smallest} sample(s), and "
+            raise UsageError(f"round {r}: a fit would train on only {smallest} sample(s), and "
                                 f"{', '.join(learners)} need at least {need}"
                                 f"{' (the stack leaves out two folds)' if stack else ''}; use more data, fewer "
                                 f"folds or other learners")
@@ -174,9 +174,9 @@ def _check_stackable(rounds: list[Round]) -> None:
     for r, rnd in enumerate(rounds):
         n_folds = len(set(rnd.folds.tolist()))
         if rnd.pooled and n_folds < 3:
-            raise FeatbankError("stacking needs at least 3 folds (its inner CV leaves out two)")
+            raise UsageError("stacking needs at least 3 folds (its inner CV leaves out two)")
         if not rnd.pooled and n_folds < 3:
-            raise FeatbankError(f"round {r}: the training part cannot be cut into the 2+ inner folds a "
+            raise UsageError(f"round {r}: the training part cannot be cut into the 2+ inner folds a "
                                 f"stack needs (too few samples or groups)")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featbank.errors import FeatbankError
+from featbank.errors import FeatbankError, UsageError
 
 INNER_FOLDS = 5
 """Inner folds of a held-out round's training part (the stack's level-1 predictions)."""
@@ -76,18 +76,18 @@ def fold_ids(n: int, n_splits: int, repeats: int, seed: int, groups: np.ndarray 
     from sklearn.model_selection import GroupKFold, KFold
 
     if n_splits < 2:
-        raise FeatbankError(f"n_splits must be at least 2, got {n_splits}")
+        raise UsageError(f"n_splits must be at least 2, got {n_splits}")
     if repeats < 1:
-        raise FeatbankError(f"repeats must be at least 1, got {repeats}")
+        raise UsageError(f"repeats must be at least 1, got {repeats}")
     if groups is not None:
         groups = np.asarray(groups)
         if groups.shape != (n,):
             raise FeatbankError(f"groups must have one entry per sample ({n}), got shape {groups.shape}")
         n_groups = len(np.unique(groups))
         if n_splits > n_groups:
-            raise FeatbankError(f"cannot make {n_splits} grouped folds from {n_groups} groups")
+            raise UsageError(f"cannot make {n_splits} grouped folds from {n_groups} groups")
     elif n_splits > n:
-        raise FeatbankError(f"cannot make {n_splits} folds from {n} samples")
+        raise UsageError(f"cannot make {n_splits} folds from {n} samples")
     ids = np.empty((repeats, n), dtype=np.int64)
     for r in range(repeats):
         if groups is None:
@@ -215,7 +215,7 @@ class RandomSplitsProtocol(Protocol):
 
     def __post_init__(self) -> None:
         if self.n_splits < 1 or not 0.0 < self.train_size < 1.0:
-            raise FeatbankError("random:N[:FRACTION] needs N >= 1 and 0 < FRACTION < 1")
+            raise UsageError("random:N[:FRACTION] needs N >= 1 and 0 < FRACTION < 1")
         self.spec = f"random:{self.n_splits}:{self.train_size:g}"
 
     def rounds(self, n: int, groups: np.ndarray | None = None) -> list[Round]:
@@ -360,9 +360,9 @@ def parse_protocol(spec: str, context: ProtocolContext | None = None) -> Protoco
     name, _, arg = spec.strip().partition(":")
     entry = PROTOCOLS.get(name)
     if entry is None:
-        raise FeatbankError(f"unknown protocol {spec!r}; use one of: "
+        raise UsageError(f"unknown protocol {spec!r}; use one of: "
                             + ", ".join(e.syntax for e in PROTOCOLS.values()))
     try:
         return entry.build(arg, context or ProtocolContext())
     except ValueError as error:
-        raise FeatbankError(f"bad protocol {spec!r} (syntax {entry.syntax}): {error}") from error
+        raise UsageError(f"bad protocol {spec!r} (syntax {entry.syntax}): {error}") from error
