@@ -98,12 +98,19 @@ def quiet_abandoned_io() -> None:
 
     zarr runs its reads and writes on an asyncio loop in a background thread; Ctrl-C stops the
     main thread's wait, not those tasks, so at exit asyncio logs "Task was destroyed but it is
-    pending!" and Python warns "coroutine ... was never awaited". The run has already been
-    reported as interrupted, and every chunk file is written atomically (an abandoned write leaves
-    the previous version), so this noise tells the user nothing and is turned off.
+    pending!", Python warns "coroutine ... was never awaited", and a coroutine finalised after the
+    loop closed reports "Exception ignored in ... Event loop is closed" through the unraisable
+    hook. The run has already been reported as interrupted, and every chunk file is written
+    atomically (an abandoned write leaves the previous version), so this noise tells the user
+    nothing and is turned off; only on this path, so real unraisable errors stay visible elsewhere.
     """
     logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
     warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
+    sys.unraisablehook = _ignore_unraisable
+
+
+def _ignore_unraisable(unraisable: object) -> None:
+    """Drop an exception Python cannot raise (see :func:`quiet_abandoned_io`)."""
 
 
 def main(argv: list[str] | None = None) -> int:
