@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
-from featbank.errors import FeatbankError, UsageError
+from featbank.errors import UsageError
 from regressors import LEARNER_TABLE, LEARNERS, resolve
 from regressors.mlp import MLPHeadRegressor
 from regressors.svr_grid import SVRGridRegressor

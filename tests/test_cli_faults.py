@@ -70,17 +70,17 @@ class Fault:
 
 BANK = "--bank {ws}/bank.zarr"
 FIT = f"fit --manifest {{ws}}/good.csv --features handcrafted --targets overall --folds 3 {BANK} " + " ".join(FAST)
-EXTRACT = f"extract --extractor handcrafted --workers 0 --no-progress --manifest {{ws}}/good.csv"
+EXTRACT = "extract --extractor handcrafted --workers 0 --no-progress --manifest {ws}/good.csv"
 UNDER_FILE = "{ws}/a_file/sub"  # NotADirectoryError: what "permission denied" is to root
 IS_A_FILE = (r"a_file(/\S*)?: (a part of this path is a regular file, not a folder|it exists and is a regular file, "
              r"but a folder is needed there)")
 FAULTS = [
     # manifests
-    Fault("manifest_missing", f"check --manifest {{ws}}/nope.csv", 2, r"nope.csv.*(not found|does not exist|no such)"),
-    Fault("manifest_garbage", f"check --manifest {{ws}}/garbage.csv", 2, r"cannot read manifest"),
-    Fault("manifest_is_a_folder", f"check --manifest {{ws}}/folder", 2, r"manifest .*/folder does not exist"),
+    Fault("manifest_missing", "check --manifest {ws}/nope.csv", 2, r"nope.csv.*(not found|does not exist|no such)"),
+    Fault("manifest_garbage", "check --manifest {ws}/garbage.csv", 2, r"cannot read manifest"),
+    Fault("manifest_is_a_folder", "check --manifest {ws}/folder", 2, r"manifest .*/folder does not exist"),
     Fault("manifest_under_a_file", f"check --manifest {UNDER_FILE}.csv", 2, r"a_file/sub.csv"),
-    Fault("manifest_is_readme", f"check --manifest {{ws}}/README.md", 2, r"README.md"),
+    Fault("manifest_is_readme", "check --manifest {ws}/README.md", 2, r"README.md"),
     Fault("extract_manifest_missing", f"extract --extractor handcrafted --manifest {{ws}}/nope.csv {BANK}", 2,
           r"nope.csv"),
     # banks

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from featbank.learning import metrics
 from featbank.learning.metrics import (
     METRICS,
     fit_logistic4,

@@ -234,9 +234,15 @@ def _register(bank: FeatureBank, manifest: Manifest, exs: list[Extractor], specs
     rows = register_manifest(bank, manifest, digests)
     for ex, spec in zip(exs, specs):
         bank.ensure_group(ex.key, schema_of(ex, spec))
-        check_same_weights(bank.schema(ex.key).weights, ex, bank.path)
         bank.root.require_group("failures").require_group(ex.key)  # workers only add below it
+    _refuse_swapped_weights(bank, exs)
     return rows
+
+
+def _refuse_swapped_weights(bank: FeatureBank, exs: list[Extractor]) -> None:
+    """Every group must have been computed from the checkpoint each extractor now loads."""
+    for ex in exs:
+        check_same_weights(bank.schema(ex.key).weights, ex, bank.path)
 
 
 def _existing_bank(bank_path: str | Path) -> FeatureBank | None:
@@ -256,8 +262,7 @@ def _settled_plan(bank: FeatureBank, manifest: Manifest, exs: list[Extractor], s
     rows = bank.rows_of(digests)
     if (rows < 0).any() or not set(ex.key for ex in exs) <= set(bank.group_keys()):
         return None
-    for ex in exs:  # a swapped checkpoint is refused even when there is nothing to compute
-        check_same_weights(bank.schema(ex.key).weights, ex, bank.path)
+    _refuse_swapped_weights(bank, exs)  # even when there is nothing to compute
     plan = _plan(bank, manifest, exs, specs, rows, retry_failed)
     return plan if not plan.chunks else None
 

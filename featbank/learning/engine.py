@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 
 from featbank.errors import FeatbankError, ManifestError, UsageError
 from featbank.learning.metrics import MIN_SAMPLES, score
-from featbank.learning.protocols import Protocol, Round
+from featbank.learning.protocols import Protocol, Round, split_numbers
 from featbank.learning.results import STACK, Evaluation
 from regressors import LEARNER_TABLE, make_learner
 
@@ -134,7 +134,7 @@ def _run_job(X: np.ndarray, y: np.ndarray, rnd: Round, learner: str, exclusions:
 def _jobs(rounds: list[Round], n_targets: int, n_bases: int, stack: bool, reuse_selected: bool) -> list[_Job]:
     jobs = []
     for r, rnd in enumerate(rounds):
-        folds = sorted(set(rnd.folds.tolist()))
+        folds = rnd.fold_ids
         for t, b in itertools.product(range(n_targets), range(n_bases)):
             if rnd.pooled:
                 exclusions = [(f,) for f in folds] + (list(itertools.combinations(folds, 2)) if stack else [])
@@ -153,31 +153,31 @@ def _check_sizes(rounds: list[Round], stack: bool, learners: Sequence[str]) -> N
     """
     need = max(LEARNER_TABLE[name].min_train for name in learners)
     for r, rnd in enumerate(rounds):
-        sizes = {f: int((rnd.folds == f).sum()) for f in set(rnd.folds.tolist())}
+        sizes = {f: int((rnd.folds == f).sum()) for f in rnd.fold_ids}
         total = sum(sizes.values())
         scored = total if rnd.pooled else sizes[0]
         if scored < MIN_SAMPLES:
             raise UsageError(f"round {r} scores {scored} sample(s); correlations after the logistic need at "
-                                f"least {MIN_SAMPLES}: use fewer folds or a larger test part")
+                             f"least {MIN_SAMPLES}: use fewer folds or a larger test part")
         excluded = [sizes[f] for f in rnd.test_folds]
         if stack:
             excluded += [sizes[f] + sizes[g] for f in rnd.test_folds for g in sizes if g != f]
         smallest = total - max(excluded)
         if smallest < need:
             raise UsageError(f"round {r}: a fit would train on only {smallest} sample(s), and "
-                                f"{', '.join(learners)} need at least {need}"
-                                f"{' (the stack leaves out two folds)' if stack else ''}; use more data, fewer "
-                                f"folds or other learners")
+                             f"{', '.join(learners)} need at least {need}"
+                             f"{' (the stack leaves out two folds)' if stack else ''}; use more data, fewer "
+                             f"folds or other learners")
 
 
 def _check_stackable(rounds: list[Round]) -> None:
     for r, rnd in enumerate(rounds):
-        n_folds = len(set(rnd.folds.tolist()))
-        if rnd.pooled and n_folds < 3:
+        if len(rnd.fold_ids) >= 3:
+            continue
+        if rnd.pooled:
             raise UsageError("stacking needs at least 3 folds (its inner CV leaves out two)")
-        if not rnd.pooled and n_folds < 3:
-            raise UsageError(f"round {r}: the training part cannot be cut into the 2+ inner folds a "
-                                f"stack needs (too few samples or groups)")
+        raise UsageError(f"round {r}: the training part cannot be cut into the 2+ inner folds a "
+                         f"stack needs (too few samples or groups)")
 
 
 Cache = dict[Exclusion, np.ndarray]
@@ -195,10 +195,9 @@ def _blend(cache: Cache, rnd: Round, y: np.ndarray,
     """
     stacked = np.full(len(y), np.nan)
     metas: dict[int, LinearRegression] = {}
-    folds = sorted(set(rnd.folds.tolist()))
     for f in rnd.test_folds:
         level1 = np.full_like(outer, np.nan)
-        for g in folds:
+        for g in rnd.fold_ids:
             if g != f:
                 rows = rnd.rows((g,), inside=True)
                 level1[rows] = cache[tuple(sorted((f, g)))][rows]
@@ -262,7 +261,7 @@ def evaluate(
         if progress is not None:
             progress(done, total)
     evaluation = _collect(caches, rounds, Y, list(targets), bases, stack, protocol, groups is not None)
-    split_of = evaluation.split_index()
+    split_of = split_numbers(rounds)
     evaluation.split_models = {(split_of[(r, f)], targets[t], bases[b]): m for (r, f, t, b), m in kept.items()}
     return evaluation
 
@@ -270,10 +269,7 @@ def evaluate(
 def _collect(caches: dict[tuple[int, int], Cache], rounds: list[Round], Y: np.ndarray, targets: list[str],
              bases: list[str], stack: bool, protocol: Protocol, grouped: bool) -> Evaluation:
     """Tables of predictions, scores and stack weights from the filled caches."""
-    split_of = {}
-    for r, rnd in enumerate(rounds):
-        for f in rnd.test_folds:
-            split_of[(r, f)] = len(split_of)
+    split_of = split_numbers(rounds)
     frames, score_rows, weight_rows, split_weight_rows = [], [], [], []
     for (r, t), cache in sorted(caches.items()):
         rnd, y = rounds[r], Y[:, t]

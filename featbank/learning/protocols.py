@@ -52,9 +52,14 @@ class Round:
     seed: int
 
     @property
+    def fold_ids(self) -> list[int]:
+        """Every fold of the round, in order."""
+        return sorted(set(self.folds.tolist()))
+
+    @property
     def test_folds(self) -> list[int]:
         """The folds this round scores."""
-        return sorted(set(self.folds.tolist())) if self.pooled else [0]
+        return self.fold_ids if self.pooled else [0]
 
     def rows(self, folds: tuple[int, ...], inside: bool) -> np.ndarray:
         """Sample indices (in round order) inside, or outside, the given folds."""
@@ -65,6 +70,12 @@ class Round:
     def scored(self) -> np.ndarray:
         """Indices of the samples this round scores, in order."""
         return self.rows(tuple(self.test_folds), inside=True)
+
+
+def split_numbers(rounds: list[Round]) -> dict[tuple[int, int], int]:
+    """(round, test fold) -> split number, in the order :meth:`Protocol.split` yields the splits."""
+    pairs = [(r, f) for r, rnd in enumerate(rounds) for f in rnd.test_folds]
+    return {pair: i for i, pair in enumerate(pairs)}
 
 
 def fold_ids(n: int, n_splits: int, repeats: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
@@ -148,7 +159,7 @@ class Protocol:
                      groups: np.ndarray | None = None) -> int:
         if X is None:
             raise FeatbankError(f"protocol {self.spec!r} needs the data to count its splits")
-        return sum(len(r.test_folds) for r in self.rounds(len(X), groups))
+        return len(split_numbers(self.rounds(len(X), groups)))
 
 
 @dataclass

@@ -38,6 +38,13 @@ def readable_names(models: list[str]) -> dict[str, str]:
     return {m: ("+".join(keys[k] for k in parts(m)[0]) + "/" + parts(m)[1]) if "/" in m else m for m in models}
 
 
+def _median_cells(rows: pd.DataFrame, column: str) -> list[str]:
+    """'median ± std' of ``column`` per row; the median alone when every row comes from one round."""
+    spread = bool((rows["rounds"] > 1).any())
+    med, sd = rows[f"{column}_median"].to_numpy(), rows[f"{column}_std"].to_numpy()
+    return [f"{m:.4f} ± {s:.4f}" if spread else f"{m:.4f}" for m, s in zip(med, sd, strict=True)]
+
+
 def summary_table(summary: pd.DataFrame, target: str) -> pd.DataFrame:
     """Rows of one target: model, then 'median ± std' of each shown metric, best first.
 
@@ -48,10 +55,8 @@ def summary_table(summary: pd.DataFrame, target: str) -> pd.DataFrame:
     names = readable_names(list(summary["model"].unique()))
     table = pd.DataFrame({"model": [names[m] + (" (inverted)" if inv else "")
                                     for m, inv in zip(rows["model"], rows["inverted"], strict=True)]})
-    spread = bool((rows["rounds"] > 1).any())
     for metric in (m for m in SHOWN if f"{m}_median" in summary.columns):
-        med, sd = rows[f"{metric}_median"].to_numpy(), rows[f"{metric}_std"].to_numpy()
-        table[metric] = [f"{m:.4f} ± {s:.4f}" if spread else f"{m:.4f}" for m, s in zip(med, sd, strict=True)]
+        table[metric] = _median_cells(rows, metric)
     return table
 
 
@@ -59,10 +64,8 @@ def official_table(official: pd.DataFrame) -> pd.DataFrame:
     """The official summary with readable model names and 'median ± std' cells (spread only over rounds)."""
     names = readable_names(list(official["model"]))
     table = pd.DataFrame({"model": official["model"].map(names)})
-    spread = bool((official["rounds"] > 1).any())
     for column in [c[: -len("_median")] for c in official.columns if c.endswith("_median")]:
-        med, sd = official[f"{column}_median"].to_numpy(), official[f"{column}_std"].to_numpy()
-        table[column] = [f"{m:.4f} ± {s:.4f}" if spread else f"{m:.4f}" for m, s in zip(med, sd, strict=True)]
+        table[column] = _median_cells(official, column)
     for column in ("srocc", "plcc", "rank1", "rank2"):
         if column in official.columns:
             table[column] = official[column].map(lambda v: f"{v:.4f}")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from featbank.learning.metrics import METRICS
-from featbank.learning.protocols import Protocol, Round, save_rounds
+from featbank.learning.protocols import Protocol, Round, save_rounds, split_numbers
 
 STACK = "stack"
 """Model name of the stacked ensemble in results."""
@@ -56,14 +56,9 @@ class Evaluation:
     split_stack_weights: pd.DataFrame = field(default_factory=pd.DataFrame)
     split_models: dict[tuple[int, str, str], Any] = field(default_factory=dict)
 
-    def split_index(self) -> dict[tuple[int, int], int]:
-        """(round, test fold) -> split number, in the order the protocol yields splits."""
-        pairs = [(r, f) for r, rnd in enumerate(self.rounds) for f in rnd.test_folds]
-        return {pair: i for i, pair in enumerate(pairs)}
-
     @property
     def n_splits(self) -> int:
-        return sum(len(r.test_folds) for r in self.rounds)
+        return len(split_numbers(self.rounds))
 
     def describe(self) -> str:
         """What was run, in one sentence, for reports and consoles."""

@@ -216,7 +216,6 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
     model = load_model(model_dir)
     if fill_missing is not None and fill_missing not in FILL_RULES:
         raise FeatbankError(f"unknown --fill-missing rule {fill_missing!r}; use {', '.join(FILL_RULES)}")
-    FeatureBank(bank_path, mode="r")  # the model's features are looked up there: it must exist
     keys = list(model.block_dims)
     weights = weights or WeightsPolicy()
     extract_manifest(manifest_path, bank_path, _extractor_specs(bank_path, keys, weights), device=device,
