@@ -24,6 +24,11 @@ class LearnerEntry:
     """Dotted import paths of every class a fitted model holds, besides the pipeline around it."""
     min_train: int = 2
     """Fewest training rows it can fit on (an inner CV needs one row per inner fold at least)."""
+    shared_fit: str | None = None
+    """``module:function(model, X, Y)`` fitting one copy of the model step per column of ``Y`` with
+    the work the targets share done once (see :func:`regressors.learners.fit_targets`)."""
+    legacy_types: tuple[str, ...] = ()
+    """Classes that models saved by earlier featbank versions hold: still loadable."""
 
 
 PIPELINE_TYPES: tuple[str, ...] = (
@@ -36,7 +41,9 @@ PIPELINE_TYPES: tuple[str, ...] = (
 _STANDARDISED_TARGET = ("sklearn.compose.TransformedTargetRegressor", "sklearn.preprocessing.StandardScaler")
 
 LEARNER_TABLE: dict[str, LearnerEntry] = {
-    "svr": LearnerEntry("regressors.learners:svr", (*_STANDARDISED_TARGET, "sklearn.svm.SVR")),
+    "svr": LearnerEntry("regressors.learners:svr", ("regressors.kernel_svr.KernelSVR",),
+                        shared_fit="regressors.kernel_svr:fit_shared_kernel",
+                        legacy_types=(*_STANDARDISED_TARGET, "sklearn.svm.SVR")),
     "svr_grid": LearnerEntry("regressors.learners:svr_grid", (
         "regressors.svr_grid.SVRGridRegressor", "sklearn.preprocessing.MinMaxScaler", "sklearn.svm.SVR")),
     "elasticnet": LearnerEntry("regressors.learners:elasticnet", ("sklearn.linear_model.ElasticNetCV",),
@@ -54,6 +61,7 @@ LEARNERS: tuple[str, ...] = tuple(LEARNER_TABLE)
 # Imported on first use: each pulls in scikit-learn, and the MLP torch.
 _LAZY = {
     "make_learner": "regressors.learners",
+    "fit_targets": "regressors.learners",
     "load_learner": "regressors.persist",
     "save_learner": "regressors.persist",
     "MLPHeadRegressor": "regressors.mlp",

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 from lightgbm import LGBMRegressor
-from sklearn.base import RegressorMixin
+from sklearn.base import RegressorMixin, clone
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import ElasticNetCV, RidgeCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVR
 
 from featbank.errors import UsageError
 from regressors import LEARNER_TABLE, LEARNERS, resolve
+from regressors.kernel_svr import KernelSVR
 from regressors.mlp import MLPHeadRegressor
 from regressors.svr_grid import SVRGridRegressor
 
@@ -40,8 +40,8 @@ def _standardised_target(model: RegressorMixin) -> TransformedTargetRegressor:
 
 def svr(random_state: int) -> RegressorMixin:
     # gamma="scale" is 1 / n_features on standardised inputs; C=3 sits inside VIDEVAL's grid-search
-    # optimum range once y is standardised.
-    return _standardised_target(SVR(kernel="rbf", C=3.0, epsilon=0.1, gamma="scale"))
+    # optimum range once y is standardised (KernelSVR standardises y itself).
+    return KernelSVR(C=3.0, epsilon=0.1, gamma="scale")
 
 
 def svr_grid(random_state: int) -> RegressorMixin:
@@ -109,3 +109,26 @@ def make_learner(name: str, random_state: int = 0) -> Pipeline:
             ("model", resolve(LEARNER_TABLE[name].factory)(random_state)),
         ]
     )
+
+
+def fit_targets(name: str, X: np.ndarray, Y: np.ndarray, random_state: int = 0,
+                templates: list[RegressorMixin] | None = None) -> list[Pipeline]:
+    """One fitted :func:`make_learner` pipeline per column of ``Y``, sharing the work they have in common.
+
+    The imputer and scaler depend only on ``X``: they are fitted once and shared by every target's
+    pipeline. A learner whose entry names a ``shared_fit`` (the SVR's kernel) fits all targets in
+    one call; the others are fitted target by target. ``templates`` (one unfitted model step per
+    target, e.g. an svr_grid fixed to the pair its outer fit chose) replace the learner's default
+    model. The pipelines equal ``make_learner(name).fit(X, Y[:, j])`` each.
+    """
+    template = make_learner(name, random_state)
+    preprocess = Pipeline(template.steps[:-1]).fit(X)
+    Z = preprocess.transform(X)
+    shared_fit = LEARNER_TABLE[name].shared_fit
+    if templates is not None:
+        models = [clone(t).fit(Z, Y[:, j]) for j, t in enumerate(templates)]
+    elif shared_fit is not None:
+        models = resolve(shared_fit)(template.steps[-1][1], Z, Y)
+    else:
+        models = [clone(template.steps[-1][1]).fit(Z, Y[:, j]) for j in range(Y.shape[1])]
+    return [Pipeline([*preprocess.steps, ("model", model)]) for model in models]

@@ -38,7 +38,8 @@ def trusted_types(learners: Iterable[str] = LEARNERS) -> frozenset[str]:
     builds from, and derived from the classes themselves (imported here) so that a library moving a
     class between private modules does not silently change what is trusted.
     """
-    paths = {*PIPELINE_TYPES, *(path for name in learners for path in LEARNER_TABLE[name].types)}
+    paths = {*PIPELINE_TYPES, *(path for name in learners
+                                   for path in (*LEARNER_TABLE[name].types, *LEARNER_TABLE[name].legacy_types))}
     classes = [*_STRUCTURAL_CLASSES, *(resolve(path) for path in sorted(paths))]
     return frozenset(f"{c.__module__}.{c.__qualname__}" for c in classes)
 

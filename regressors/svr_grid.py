@@ -32,6 +32,7 @@ from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featbank.learning.metrics import MIN_SAMPLES, rmse
+from regressors.kernel_svr import squared_distances
 
 VIDEVAL_C: tuple[float, ...] = tuple(2.0**k for k in range(1, 11))
 """C = 2^1 .. 2^10, VIDEVAL's ``np.logspace(1, 10, 10, base=2)``."""
@@ -40,16 +41,23 @@ VIDEVAL_GAMMA: tuple[float, ...] = tuple(2.0**k for k in range(-8, 2))
 """gamma = 2^-8 .. 2^1, VIDEVAL's ``np.logspace(-8, 1, 10, base=2)``."""
 
 
-def _validation_rmse(
-    X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, C: float, gamma: float, epsilon: float
-) -> float:
-    """RMSE on the validation part after the logistic mapping fitted there (VIDEVAL's criterion)."""
-    prediction = SVR(kernel="rbf", C=C, gamma=gamma, epsilon=epsilon).fit(X_fit, y_fit).predict(X_val)
+def _validation_rmses(D_fit: np.ndarray, y_fit: np.ndarray, D_val: np.ndarray, y_val: np.ndarray,
+                      C_grid: Sequence[float], gamma: float, epsilon: float) -> list[float]:
+    """Validation RMSE after the logistic mapping fitted there (VIDEVAL's criterion), for each C.
+
+    ``D_fit`` / ``D_val`` are the squared distances among the fitting rows and from the validation
+    rows to them: one kernel ``exp(-gamma * D)`` serves every C (see :mod:`regressors.kernel_svr`).
+    """
+    K_fit, K_val = np.exp(-gamma * D_fit), np.exp(-gamma * D_val)
+    errors = []
     with warnings.catch_warnings():
         # A grid corner (tiny C and gamma) can predict a near-constant; the logistic then falls
         # back to a line and says so. That pair simply scores badly; the warning is noise here.
         warnings.simplefilter("ignore", RuntimeWarning)
-        return rmse(y_val, prediction)
+        for C in C_grid:
+            prediction = SVR(kernel="precomputed", C=C, epsilon=epsilon).fit(K_fit, y_fit).predict(K_val)
+            errors.append(rmse(y_val, prediction))
+    return errors
 
 
 class SVRGridRegressor(RegressorMixin, BaseEstimator):
@@ -98,13 +106,14 @@ class SVRGridRegressor(RegressorMixin, BaseEstimator):
         )
         scaler = MinMaxScaler().fit(X_fit)
         X_fit, X_val = scaler.transform(X_fit), scaler.transform(X_val)
-        pairs = [(C, gamma) for C in self.C_grid for gamma in self.gamma_grid]
-        job = delayed(_validation_rmse)
+        D_fit, D_val = squared_distances(X_fit), squared_distances(X_val, X_fit)
+        job = delayed(_validation_rmses)
+        args = [(D_fit, y_fit, D_val, y_val, self.C_grid, gamma, self.epsilon) for gamma in self.gamma_grid]
         if self.n_jobs > 1:
-            errors = Parallel(n_jobs=self.n_jobs)(job(X_fit, y_fit, X_val, y_val, C, g, self.epsilon) for C, g in pairs)
+            columns = Parallel(n_jobs=self.n_jobs)(job(*a) for a in args)
         else:
-            errors = [_validation_rmse(X_fit, y_fit, X_val, y_val, C, g, self.epsilon) for C, g in pairs]
-        return np.asarray(errors, dtype=np.float64).reshape(len(self.C_grid), len(self.gamma_grid))
+            columns = [_validation_rmses(*a) for a in args]
+        return np.asarray(columns, dtype=np.float64).T  # (C, gamma): argmin ties break C-major
 
     def fit(self, X: Any, y: Any) -> SVRGridRegressor:
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)

@@ -370,3 +370,52 @@ def test_load_refuses_non_skops_file_with_clear_error(tmp_path: Path, content: b
     path.write_bytes(content)
     with pytest.raises(FeatbankError, match="is not a skops learner file"):
         load_learner(path)
+
+
+# ---------------------------------------------------------------- shared work across targets
+
+
+def test_kernel_svr_predicts_as_libsvm_rbf_on_a_standardised_target(problem) -> None:
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.svm import SVR
+
+    from regressors.kernel_svr import KernelSVR
+
+    X, y = complete(problem)
+    reference = TransformedTargetRegressor(SVR(kernel="rbf", C=3.0, epsilon=0.1, gamma="scale"),
+                                           transformer=StandardScaler()).fit(X, y)
+    model = KernelSVR().fit(X, y)
+    assert 0 < len(model.support_vectors_) <= len(X)
+    np.testing.assert_allclose(model.predict(X[:20] + 0.1), reference.predict(X[:20] + 0.1), atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["svr", "elasticnet", "lightgbm", "ridge"])
+def test_fit_targets_equals_one_pipeline_per_target(problem, name: str) -> None:
+    from regressors import fit_targets
+
+    X, y, X_test, _ = problem
+    Y = np.column_stack([y, -2 * y + 1, np.roll(y, 7)])
+    fitted = fit_targets(name, X, Y, random_state=3)
+    assert len(fitted) == Y.shape[1]
+    for j, model in enumerate(fitted):
+        alone = make_learner(name, random_state=3).fit(X, Y[:, j])
+        np.testing.assert_allclose(model.predict(X_test), alone.predict(X_test), rtol=1e-7, atol=1e-8)
+
+
+def test_svr_grid_search_on_precomputed_kernels_matches_libsvm_rbf() -> None:
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import MinMaxScaler
+    from sklearn.svm import SVR
+
+    from featbank.learning.metrics import rmse
+    from regressors.svr_grid import SVRGridRegressor
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(120, 6))
+    y = 3 + np.tanh(X[:, 0]) + 0.2 * rng.normal(size=120)
+    grid = SVRGridRegressor(C_grid=(1.0, 8.0), gamma_grid=(0.05, 0.5, 2.0), random_state=1).fit(X, y)
+    X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=0.2, random_state=1)
+    scaler = MinMaxScaler().fit(X_fit)
+    expected = [[rmse(y_val, SVR(C=C, gamma=g).fit(scaler.transform(X_fit), y_fit).predict(scaler.transform(X_val)))
+                 for g in (0.05, 0.5, 2.0)] for C in (1.0, 8.0)]
+    np.testing.assert_allclose(grid.validation_rmse_, expected, rtol=1e-9)

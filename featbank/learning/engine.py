@@ -32,7 +32,7 @@ from featbank.errors import FeatbankError, ManifestError, UsageError
 from featbank.learning.metrics import MIN_SAMPLES, score
 from featbank.learning.protocols import Protocol, Round, split_numbers
 from featbank.learning.results import STACK, Evaluation
-from regressors import LEARNER_TABLE, make_learner
+from regressors import LEARNER_TABLE, fit_targets, make_learner
 
 Progress = Callable[[int, int], None]
 
@@ -85,12 +85,9 @@ def fit_meta(level1: np.ndarray, y: np.ndarray) -> LinearRegression:
 
 
 def _inner_template(fitted: Pipeline) -> RegressorMixin:
-    """Unfitted copy of a fitted pipeline whose self-tuning steps keep the choice they made."""
-    template = clone(fitted)
-    for name, step in getattr(fitted, "steps", []):
-        if hasattr(step, "selected"):
-            template.set_params(**{name: step.selected()})
-    return template
+    """Unfitted copy of a fitted pipeline's model step that keeps the choice a self-tuning model made."""
+    model = fitted.steps[-1][1]
+    return model.selected() if hasattr(model, "selected") else clone(model)
 
 
 Exclusion = tuple[int, ...]
@@ -98,50 +95,48 @@ Exclusion = tuple[int, ...]
 
 @dataclass(frozen=True)
 class _Job:
-    """Fits of one base learner on one round and target, one per excluded fold set, in order.
+    """Fits of one base learner on one round, for every target, one per excluded fold set, in order.
 
-    ``chained``: the first fit's hyper-parameter choice is reused by the following ones.
+    Every target is fitted in the same job so that what the targets share (preprocessing, the
+    SVR's kernel) is computed once per training part. ``chained``: the first fit's
+    hyper-parameter choice (per target) is reused by the following ones.
     """
 
     round: int
-    target: int
     base: int
     exclusions: tuple[Exclusion, ...]
     chained: bool
 
 
-def _run_job(X: np.ndarray, y: np.ndarray, rnd: Round, learner: str, exclusions: tuple[Exclusion, ...],
-             chained: bool, keep: bool) -> tuple[list[np.ndarray], RegressorMixin | None]:
-    """Predictions of the samples inside each excluded fold set by a model fitted on the rest.
+def _run_job(X: np.ndarray, Y: np.ndarray, rnd: Round, learner: str, exclusions: tuple[Exclusion, ...],
+             chained: bool, keep: bool) -> tuple[list[np.ndarray], list[RegressorMixin] | None]:
+    """``(n_inside, targets)`` predictions of the samples inside each excluded fold set by models fitted on the rest.
 
-    With ``keep``, the model of a single-fold exclusion (an outer fit) is returned too.
+    With ``keep``, the per-target models of a single-fold exclusion (an outer fit) are returned too.
     """
-    out, template, kept = [], None, None
+    out, templates, kept = [], None, None
     for excluded in exclusions:
         train, test = rnd.rows(excluded, inside=False), rnd.rows(excluded, inside=True)
-        if template is None:
-            model = make_learner(learner, random_state=rnd.seed).fit(X[train], y[train])
-            if chained:
-                template = _inner_template(model)
-        else:
-            model = clone(template).fit(X[train], y[train])
+        models = fit_targets(learner, X[train], Y[train], random_state=rnd.seed, templates=templates)
+        if chained and templates is None and any(hasattr(m.steps[-1][1], "selected") for m in models):
+            templates = [_inner_template(model) for model in models]
         if keep and len(excluded) == 1:
-            kept = model
-        out.append(model.predict(X[test]))
+            kept = models
+        out.append(np.column_stack([model.predict(X[test]) for model in models]))
     return out, kept
 
 
-def _jobs(rounds: list[Round], n_targets: int, n_bases: int, stack: bool, reuse_selected: bool) -> list[_Job]:
+def _jobs(rounds: list[Round], n_bases: int, stack: bool, reuse_selected: bool) -> list[_Job]:
     jobs = []
     for r, rnd in enumerate(rounds):
         folds = rnd.fold_ids
-        for t, b in itertools.product(range(n_targets), range(n_bases)):
+        for b in range(n_bases):
             if rnd.pooled:
                 exclusions = [(f,) for f in folds] + (list(itertools.combinations(folds, 2)) if stack else [])
-                jobs += [_Job(r, t, b, (e,), False) for e in exclusions]
+                jobs += [_Job(r, b, (e,), False) for e in exclusions]
             else:
                 inner = [(0, g) for g in folds if g != 0] if stack else []
-                jobs.append(_Job(r, t, b, ((0,), *inner), reuse_selected))
+                jobs.append(_Job(r, b, ((0,), *inner), reuse_selected))
     return jobs
 
 
@@ -226,7 +221,8 @@ def evaluate(
 
     ``blocks`` maps a feature-block name to its (n, d) matrix (NaN allowed: each pipeline imputes
     within its training part); ``Y`` is (n, targets). Fits run in parallel with joblib over
-    independent (round, target, base, excluded folds) jobs; ``progress(done, total)`` counts fits.
+    independent (round, base, excluded folds) jobs, each fitting every target with the work the
+    targets share done once; ``progress(done, total)`` counts per-target fits.
     ``reuse_selected=False`` re-runs svr_grid's search in every inner fit of held-out rounds
     (same protocol, 5x the SVR cost). ``keep_models`` keeps every split's fitted bases in
     ``Evaluation.split_models`` (what an ensemble of the split models is made of).
@@ -239,25 +235,26 @@ def evaluate(
     _check_sizes(rounds, stack, learners)
     bases = base_names(blocks, learners)
     parts = [split_base(base) for base in bases]
-    jobs = _jobs(rounds, len(targets), len(bases), stack, reuse_selected)
-    total = sum(len(job.exclusions) for job in jobs)
+    jobs = _jobs(rounds, len(bases), stack, reuse_selected)
+    total = sum(len(job.exclusions) for job in jobs) * len(targets)
     calls = (
-        delayed(_run_job)(blocks[parts[j.base][0]], Y[:, j.target], rounds[j.round], parts[j.base][1],
-                          j.exclusions, j.chained, keep_models)
+        delayed(_run_job)(blocks[parts[j.base][0]], Y, rounds[j.round], parts[j.base][1], j.exclusions,
+                          j.chained, keep_models)
         for j in jobs
     )
     caches: dict[tuple[int, int], Cache] = {}
     kept: dict[tuple[int, int, int, int], RegressorMixin] = {}
     done = 0
-    for job, (predictions, model) in zip(jobs, Parallel(n_jobs=n_jobs, return_as="generator")(calls), strict=True):
+    for job, (predictions, models) in zip(jobs, Parallel(n_jobs=n_jobs, return_as="generator")(calls), strict=True):
         rnd = rounds[job.round]
-        if model is not None:
-            kept[(job.round, job.exclusions[0][0], job.target, job.base)] = model
-        cache = caches.setdefault((job.round, job.target), {})
+        for t, model in enumerate(models or []):
+            kept[(job.round, job.exclusions[0][0], t, job.base)] = model
         for excluded, pred in zip(job.exclusions, predictions, strict=True):
-            matrix = cache.setdefault(excluded, np.full((n, len(bases)), np.nan))
-            matrix[rnd.rows(excluded, inside=True), job.base] = pred
-        done += len(job.exclusions)
+            inside = rnd.rows(excluded, inside=True)
+            for t in range(len(targets)):
+                matrix = caches.setdefault((job.round, t), {}).setdefault(excluded, np.full((n, len(bases)), np.nan))
+                matrix[inside, job.base] = pred[:, t]
+        done += len(job.exclusions) * len(targets)
         if progress is not None:
             progress(done, total)
     evaluation = _collect(caches, rounds, Y, list(targets), bases, stack, protocol, groups is not None)

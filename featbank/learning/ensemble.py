@@ -25,7 +25,7 @@ import featbank
 from featbank.errors import FeatbankError
 from featbank.learning.engine import base_names, check_inputs, split_base
 from featbank.learning.results import STACK, Evaluation
-from regressors import load_learner, make_learner, save_learner
+from regressors import fit_targets, load_learner, save_learner
 
 _DESCRIPTION = "ensemble.json"
 
@@ -182,8 +182,8 @@ def load_model(directory: str | Path) -> FinalModel:
     return FittedEnsemble.load(directory)
 
 
-def _fit_full(X: np.ndarray, y: np.ndarray, learner: str) -> RegressorMixin:
-    return make_learner(learner, random_state=0).fit(X, y)
+def _fit_full(X: np.ndarray, Y: np.ndarray, learner: str) -> list[RegressorMixin]:
+    return fit_targets(learner, X, Y, random_state=0)
 
 
 def fit_final(
@@ -221,14 +221,17 @@ def fit_final(
         else:
             chosen[target] = evaluation.best_base(target)
             keep[target] = [chosen[target]]
-    jobs = [(target, base) for target in targets for base in keep[target]]
+    # One job per base, fitting every target that keeps it (what the targets share is done once).
+    needed = {base: [t for t in targets if base in keep[t]] for base in bases}
+    jobs = [(base, needed[base]) for base in bases if needed[base]]
     fitted = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_full)(blocks[split_base(base)[0]], Y[:, targets.index(target)], split_base(base)[1])
-        for target, base in jobs
+        delayed(_fit_full)(blocks[split_base(base)[0]], Y[:, [targets.index(t) for t in those]], split_base(base)[1])
+        for base, those in jobs
     )
     models: dict[str, dict[str, RegressorMixin]] = {target: {} for target in targets}
-    for (target, base), model in zip(jobs, fitted, strict=True):
-        models[target][base] = model
+    for (base, those), per_target in zip(jobs, fitted, strict=True):
+        for target, model in zip(those, per_target, strict=True):
+            models[target][base] = model
     return FittedEnsemble(
         targets=list(targets),
         learners=list(learners),
