@@ -10,7 +10,8 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ("decode_once", "bank_load", "workers", "videval", "protocol_vs_gridsearch", "deep", "startup")
+BENCHMARKS = ("decode_once", "bank_load", "workers", "videval", "protocol_vs_gridsearch", "fit_scale", "deep",
+              "startup")
 
 
 def main(argv: list[str]) -> int:

@@ -49,7 +49,8 @@ LEARNER_TABLE: dict[str, LearnerEntry] = {
     "elasticnet": LearnerEntry("regressors.learners:elasticnet", ("sklearn.linear_model.ElasticNetCV",),
                                min_train=5),
     "lightgbm": LearnerEntry("regressors.learners:lightgbm", ("lightgbm.LGBMRegressor", "lightgbm.Booster")),
-    "mlp": LearnerEntry("regressors.learners:mlp", ("regressors.mlp.MLPHeadRegressor",)),
+    "mlp": LearnerEntry("regressors.learners:mlp", ("regressors.mlp.MLPHeadRegressor", "regressors.mlp.TargetColumn"),
+                        shared_fit="regressors.mlp:fit_multi_output"),
     "krr": LearnerEntry("regressors.learners:krr", (*_STANDARDISED_TARGET, "sklearn.kernel_ridge.KernelRidge")),
     "ridge": LearnerEntry("regressors.learners:ridge", ("sklearn.linear_model.RidgeCV",), min_train=3),
 }

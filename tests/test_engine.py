@@ -177,6 +177,25 @@ def test_stack_oof_equals_independent_nested_recomputation(result, problem, fold
     np.testing.assert_allclose(predictions(result.predictions, STACK, repeat), expected, rtol=1e-9, atol=1e-12)
 
 
+def test_oof_stack_mode_blends_the_outer_predictions_with_k_fits_per_base(result, problem, folds) -> None:
+    """stack_mode="oof": for test fold f, meta trained on the other folds' outer OOF predictions; no pair fits."""
+    blocks, y = problem
+    calls: list[tuple[int, int]] = []
+    cheap = evaluate(blocks, y, ["mos"], LEARNERS, PROTOCOL, stack=True, stack_mode="oof", n_jobs=1,
+                     progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1][1] == REPEATS * len(blocks) * len(LEARNERS) * K
+    bases = [f"{b}/{l}" for b in blocks for l in LEARNERS]
+    for repeat in range(REPEATS):
+        outer = np.column_stack([predictions(result.predictions, b, repeat) for b in bases])
+        np.testing.assert_allclose(np.column_stack([predictions(cheap.predictions, b, repeat) for b in bases]), outer)
+        expected = np.empty(N)
+        for f in range(K):
+            test = folds[repeat] == f
+            expected[test] = LinearRegression(positive=True).fit(outer[~test], y[~test]).predict(outer[test])
+        np.testing.assert_allclose(predictions(cheap.predictions, STACK, repeat), expected, rtol=1e-9, atol=1e-12)
+    assert "oof" in cheap.describe()
+
+
 def test_scores_table_recomputes_from_oof(result) -> None:
     assert len(result.scores) == REPEATS * 5
     for row in result.scores.itertuples():

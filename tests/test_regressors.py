@@ -419,3 +419,19 @@ def test_svr_grid_search_on_precomputed_kernels_matches_libsvm_rbf() -> None:
     expected = [[rmse(y_val, SVR(C=C, gamma=g).fit(scaler.transform(X_fit), y_fit).predict(scaler.transform(X_val)))
                  for g in (0.05, 0.5, 2.0)] for C in (1.0, 8.0)]
     np.testing.assert_allclose(grid.validation_rmse_, expected, rtol=1e-9)
+
+
+def test_mlp_fits_every_target_with_one_shared_trunk(problem, tmp_path: Path) -> None:
+    from regressors import fit_targets
+
+    X, y, X_test, truth_test = problem
+    Y = np.column_stack([y, 10 * y + 50])  # same signal on another scale: each output keeps its units
+    one, other = fit_targets("mlp", X, Y, random_state=0)
+    assert one.steps[-1][1].estimator is other.steps[-1][1].estimator  # one head, fitted once
+    first, second = one.predict(X_test), other.predict(X_test)
+    assert stats.spearmanr(first, truth_test)[0] > 0.8
+    np.testing.assert_allclose(second, 10 * first + 50, rtol=0.05, atol=1.0)
+    save_learner(other, tmp_path / "column.skops")
+    np.testing.assert_array_equal(load_learner(tmp_path / "column.skops").predict(X_test), second)
+    single = fit_targets("mlp", X, y[:, None], random_state=0)[0]
+    np.testing.assert_array_equal(single.predict(X_test), make_learner("mlp", random_state=0).fit(X, y).predict(X_test))

@@ -55,6 +55,7 @@ class Evaluation:
     stack_weights: pd.DataFrame
     split_stack_weights: pd.DataFrame = field(default_factory=pd.DataFrame)
     split_models: dict[tuple[int, str, str], Any] = field(default_factory=dict)
+    stack_mode: str = "nested"
 
     @property
     def n_splits(self) -> int:
@@ -63,8 +64,12 @@ class Evaluation:
     def describe(self) -> str:
         """What was run, in one sentence, for reports and consoles."""
         grouping = ", grouped by `group`" if self.grouped else ""
-        stack = "; the stack's meta-learner is trained on inner folds of each training part only" \
-            if self.stacked else ""
+        stack = ""
+        if self.stacked and self.stack_mode == "oof" and any(r.pooled for r in self.rounds):
+            stack = ("; the stack's meta-learner is trained on the other folds' out-of-fold predictions "
+                     "(stack mode `oof`: cheaper, slightly optimistic)")
+        elif self.stacked:
+            stack = "; the stack's meta-learner is trained on inner folds of each training part only"
         return (f"protocol `{self.protocol.spec}`: {self.protocol.describe()}{grouping} — "
                 f"{len(self.rounds)} round(s), {self.n_splits} split(s), {self.n} samples{stack}")
 
@@ -120,7 +125,7 @@ class Evaluation:
             self.stack_weights.to_csv(directory / "stack_weights.csv", index=False)
         save_rounds(directory / "splits.npz", self.protocol, self.rounds, self.n)
         run = {"protocol": self.protocol.spec, "description": self.describe(), "targets": self.targets,
-               "bases": self.bases, "stacked": self.stacked, "rounds": len(self.rounds),
+               "bases": self.bases, "stacked": self.stacked, "stack_mode": self.stack_mode, "rounds": len(self.rounds),
                "splits": self.n_splits, "samples": self.n}
         (directory / "run.json").write_text(json.dumps(run, indent=2))
 

@@ -123,7 +123,7 @@ def evaluate_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path,
                       stack: bool = True, out_dir: Path = Path("runs/evaluate"), seed: int = 0,
                       n_jobs: int = -1, progress: bool = True, refit: bool = False,
                       track: Track | None = None, pairs: pd.DataFrame | None = None,
-                      ensemble: str = "refit") -> Outcome:
+                      ensemble: str = "refit", stack_mode: str = "nested") -> Outcome:
     """Score base learners (and the stack) under a protocol for every target; write the results.
 
     With ``track``, the track's official score of every model comes first (``official.csv``,
@@ -137,7 +137,7 @@ def evaluate_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path,
     try:
         evaluation = engine.evaluate(data.blocks, data.Y, data.targets, learners, splits, groups=data.groups,
                                      stack=stack, n_jobs=n_jobs, keep_models=refit and ensemble == "mean",
-                                     progress=update)
+                                     progress=update, stack_mode=stack_mode)
     finally:
         close()
     evaluation.save(out_dir, sample_ids=data.video_ids)
@@ -164,11 +164,11 @@ def fit_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path, feat
                  targets: list[str] | None, learners: list[str], protocol: str = "kfold:5",
                  stack: bool = True, out_dir: Path = Path("runs/fit"), seed: int = 0, n_jobs: int = -1,
                  progress: bool = True, track: Track | None = None, pairs: pd.DataFrame | None = None,
-                 ensemble: str = "refit") -> Outcome:
+                 ensemble: str = "refit", stack_mode: str = "nested") -> Outcome:
     """Evaluate under ``protocol`` (grouped 5-fold by default), then fit and save the final model."""
     return evaluate_manifest(manifest, bank, features, targets, learners, protocol=protocol, stack=stack,
                              out_dir=out_dir, seed=seed, n_jobs=n_jobs, progress=progress, refit=True,
-                             track=track, pairs=pairs, ensemble=ensemble)
+                             track=track, pairs=pairs, ensemble=ensemble, stack_mode=stack_mode)
 
 
 def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPolicy) -> list[str]:
