@@ -233,3 +233,37 @@ def test_the_sweep_covers_every_kind_the_issue_lists():
                    "manifest_is_a_folder", "fit_out_under_a_file", "fit_constant_target",
                    "fit_too_few_rows_for_stack", "bad_precision_env"):
         assert needed in names
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list the run's worker processes")
+def test_a_terminated_fit_exits_130_and_leaves_no_worker_processes(tmp_path):
+    """SIGTERM (a scheduler's stop) while ``fit`` runs joblib workers: they go with it, exit 130."""
+    import psutil
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 64)).astype(np.float32)
+    np.save(tmp_path / "f.npy", X)
+    pd.DataFrame({"id": [f"v{i}" for i in range(300)], "mos": X[:, 0] + rng.normal(size=300)}).to_csv(
+        tmp_path / "l.csv", index=False)
+    manifest, bank = tmp_path / "m.csv", tmp_path / "b.zarr"
+    assert main(["import", "--features", str(tmp_path / "f.npy"), "--labels", str(tmp_path / "l.csv"),
+                 "--label-columns", "mos", "--id-column", "id", "--name", "x", "--manifest-out", str(manifest),
+                 "--bank", str(bank)]) == 0
+    cmd = [sys.executable, "-m", "featbank.cli", "fit", "--manifest", str(manifest), "--bank", str(bank),
+           "--features", "x", "--learners", "lightgbm,mlp", "--stack", "--jobs", "2", "--out", str(tmp_path / "run"),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 180
+    workers: list[psutil.Process] = []
+    while proc.poll() is None and time.monotonic() < deadline and len(workers) < 2:
+        workers = [p for p in parent.children(recursive=True) if "LokyProcess" in " ".join(p.cmdline())]
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        pytest.skip("the fit ended before its workers were seen")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip() == "featbank: interrupted", err
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"worker processes left running: {[p.pid for p in alive]}"

@@ -17,8 +17,12 @@ import argparse
 import errno
 import logging
 import shutil
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from featbank import __version__
@@ -113,10 +117,39 @@ def _ignore_unraisable(unraisable: object) -> None:
     """Drop an exception Python cannot raise (see :func:`quiet_abandoned_io`)."""
 
 
+WRITES_ROWS = frozenset({"extract", "predict", "demo", "import"})
+"""Commands that commit bank rows as they go: an interrupted one resumes where it stopped."""
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM (``kill``, a batch scheduler's stop) end any command the way Ctrl-C does.
+
+    Python's default SIGTERM ends the process at once: a cluster's workers, or joblib's worker
+    processes of a ``fit``, were left running, and the bank's lock to be taken over as stale. As
+    KeyboardInterrupt it goes through the same path as Ctrl-C: workers stopped, lock released,
+    exit 130, committed rows kept. Only the main thread can set a handler; elsewhere (an embedding
+    program) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with terminate_as_interrupt():
+            return args.handler(args)
     except FeatbankError as exc:
         print(f"featbank {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -125,5 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         quiet_abandoned_io()
-        print("featbank: interrupted; committed rows are kept, re-run to resume", file=sys.stderr)
+        resumable = "; committed rows are kept, re-run to resume" if args.command in WRITES_ROWS else ""
+        print(f"featbank: interrupted{resumable}", file=sys.stderr)
         return EXIT_INTERRUPTED
