@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from featbank.extraction.pixels import RGB_FRAMES, Pixels
 from featbank.extraction.sampling import Sampling
 from featbank.extraction.weights import ResolvedWeights, WeightsPolicy, WeightsSpec, resolve
 
@@ -25,9 +26,11 @@ class Extractor(ABC):
     """Base class. Subclasses set ``name`` and ``version`` and implement the abstract members.
 
     ``forward`` receives, for video samplings, ``(B, frames_per_step, H, W, 3)`` uint8 RGB frames at
-    the video's native resolution (each extractor resizes as its model needs, on its own device);
-    for :class:`~featbank.extraction.sampling.AudioSeconds`, ``(B, sample_rate)`` float32 mono audio, one
-    second per row. It returns ``(B, step_dim)`` float32.
+    the video's native resolution (each extractor resizes as its model needs, on its own device),
+    or, when :attr:`pixels` asks for luma or fewer RGB frames, a list of
+    :class:`~featbank.extraction.pixels.StepPixels`, one per step; for
+    :class:`~featbank.extraction.sampling.AudioSeconds`, ``(B, sample_rate)`` float32 mono audio,
+    one second per row. It returns ``(B, step_dim)`` float32.
     """
 
     name: ClassVar[str]
@@ -37,6 +40,8 @@ class Extractor(ABC):
     weight_variants: ClassVar[tuple[str, ...]] = ()
     """Registry specs of variants that read another checkpoint than the default (``fastvqa:faster``),
     so ``featbank weights list|verify|import`` cover their files too."""
+    pixels: ClassVar[Pixels] = RGB_FRAMES
+    """What the decoder converts each sampled frame into (see :mod:`featbank.extraction.pixels`)."""
     text_column: ClassVar[str | None] = None
     """Manifest column whose text this extractor also reads (the generation prompt of AI-generated
     content); it arrives in :meth:`forward_item`."""

@@ -18,19 +18,26 @@ it changes the features and needs a new ``version``. The one exception is blocki
 the native-resolution key frame: the codec's 8x8 grid exists only there (a downscale by 3 would
 smear it), and the measurement is a single pass of pixel differences.
 
-Units: luma is BT.601 (0.299 R + 0.587 G + 0.114 B) on the 0..255 scale, as P.910 and BRISQUE
-assume; brightness, contrast and saturation are fractions of full scale (0..1).
+Units: luma is on the 0..255 scale, as P.910 and BRISQUE assume; brightness, contrast and
+saturation are fractions of full scale (0..1). Luma is the decoder's Y' plane (the stream's own
+luma, scaled from its nominal code range to 0..255), not a weighted sum of decoded RGB: only the key
+frame is converted to RGB, for the colour statistics. Where a frame has no Y' plane (RGB codecs,
+GIF, still images, RGB arrays passed in directly) luma is BT.601 0.299 R + 0.587 G + 0.114 B, which
+for BT.601 streams equals Y' up to the rounding of RGB to 8 bits. Version 3 moved from RGB-derived
+luma to the Y' plane: FFmpeg's fast YUV->RGB conversion (decord's and PyAV's) rounds 8-bit RGB down,
+by 1.3 grey levels on average on H.264 test clips, so version 2's luma was that much too dark.
 """
 
 from __future__ import annotations
 
-from itertools import chain
+from itertools import pairwise
 
 import numpy as np
 from scipy import ndimage, special
 
 from extractors import register
 from extractors.base import Extractor
+from featbank.extraction.pixels import BT601, Luma, Pixels, StepPixels
 from featbank.extraction.sampling import Clips
 
 # --- Sampling and preparation ------------------------------------------------------------------
@@ -39,7 +46,7 @@ SAMPLING = Clips(frames=8, consecutive=True)
 
 MAX_SHORT_SIDE = 720
 MIN_SIDE = 16  # two 8x8 blocks: the smallest frame on which every statistic is defined
-BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+PIXELS = Pixels(rgb="first", luma=True)  # luma of every frame, colour of the key frame only
 
 
 def downscale_factor(height: int, width: int) -> int:
@@ -47,17 +54,35 @@ def downscale_factor(height: int, width: int) -> int:
     return max(1, -(-min(height, width) // MAX_SHORT_SIDE))
 
 
-def area_downscale(images: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of each ``factor`` x ``factor`` block over the last two axes of float ``(..., H, W)``.
+def block_sums(images: np.ndarray, factor: int, rows_axis: int = -2) -> np.ndarray:
+    """Sum of each ``factor`` x ``factor`` block over axes ``rows_axis`` and the one after it.
 
     Summing ``factor`` strided row views, then column views, keeps numpy's inner loops long; a
-    reshape-and-mean over the block axes is several times slower on 1080p stacks.
+    reshape-and-mean over the block axes is several times slower on 1080p stacks. Integer input
+    is summed in a type wide enough for it (uint8 codes in uint16 up to 16 x 16 blocks), so no
+    full-size float copy is made before the sizes shrink.
     """
+    axis = rows_axis % images.ndim
+    height, width = images.shape[axis] // factor, images.shape[axis + 1] // factor
+    dtype = np.float32 if images.dtype.kind == "f" else np.uint16 if images.itemsize == 1 and factor <= 16 \
+        else np.uint32
+    lead = (slice(None),) * axis
+    rows = images[lead + (slice(0, height * factor, factor),)].astype(dtype, order="C")
+    for dy in range(1, factor):
+        rows += images[lead + (slice(dy, height * factor, factor),)]
+    total = rows[lead + (slice(None), slice(0, width * factor, factor))].copy()
+    for dx in range(1, factor):
+        total += rows[lead + (slice(None), slice(dx, width * factor, factor))]
+    return total
+
+
+def area_downscale(images: np.ndarray, factor: int, rows_axis: int = -2) -> np.ndarray:
+    """float32 mean of each ``factor`` x ``factor`` block (trailing rows and columns dropped)."""
     if factor == 1:
-        return images
-    height, width = images.shape[-2] // factor, images.shape[-1] // factor
-    rows = sum(images[..., dy : height * factor : factor, :] for dy in range(factor))
-    return sum(rows[..., dx : width * factor : factor] for dx in range(factor)) / factor**2
+        return images.astype(np.float32, order="C")
+    means = block_sums(images, factor, rows_axis).astype(np.float32, copy=False)
+    means *= np.float32(1 / factor**2)
+    return means
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -65,9 +90,34 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb @ BT601
 
 
-def interior(image: np.ndarray) -> np.ndarray:
-    """Drop the one-pixel border, where a 3x3 filter response depends on the padding rule."""
-    return image[1:-1, 1:-1]
+def pixels_of(frames: np.ndarray) -> StepPixels:
+    """What the decoder would hand over for ``(T, H, W, 3)`` RGB frames that have no Y' plane."""
+    return StepPixels(rgb=frames[:1], luma=Luma(luma(frames)))
+
+
+def downscaled_luma(step: Luma, factor: int) -> np.ndarray:
+    """``(T, h, w)`` float32 luma on 0..255 after the area downscale; the codes' scale and offset
+    are applied after it, on ``1 / factor**2`` of the pixels."""
+    return step.scaled(area_downscale(step.codes, factor))
+
+
+def second_difference(image: np.ndarray, axis: int) -> np.ndarray:
+    """``[1, -2, 1]`` along ``axis`` (0 or 1) where the whole stencil fits: one pixel shorter at
+    each end, so no padding rule enters. Slicing, not a filter call: the 3x3 statistics below are
+    defined on the interior only, and numpy's whole-array arithmetic on it is several times faster
+    than ``scipy.ndimage`` filtering the padded frame line by line in float64."""
+    if axis == 0:
+        return image[:-2] - 2 * image[1:-1] + image[2:]
+    return image[:, :-2] - 2 * image[:, 1:-1] + image[:, 2:]
+
+
+def smoothed_difference(image: np.ndarray, axis: int) -> np.ndarray:
+    """Sobel response along ``axis`` on the interior: ``[-1, 0, 1]`` along it, ``[1, 2, 1]`` across."""
+    if axis == 0:
+        difference = image[2:] - image[:-2]
+        return difference[:, :-2] + 2 * difference[:, 1:-1] + difference[:, 2:]
+    difference = image[:, 2:] - image[:, :-2]
+    return difference[:-2] + 2 * difference[1:-1] + difference[2:]
 
 
 # --- Spatial statistics of the key frame -------------------------------------------------------
@@ -90,7 +140,7 @@ def laplacian_variance(y: np.ndarray) -> float:
     Blur removes the fine detail the Laplacian responds to, so the variance drops with defocus and
     upscaling; noise raises it, which is why it is read next to the noise estimate.
     """
-    return float(interior(ndimage.laplace(y)).var())
+    return float((second_difference(y[:, 1:-1], axis=0) + second_difference(y[1:-1], axis=1)).var())
 
 
 def immerkaer_noise_sigma(y: np.ndarray) -> float:
@@ -101,12 +151,11 @@ def immerkaer_noise_sigma(y: np.ndarray) -> float:
     ``6 sigma sqrt(2/pi)`` for Gaussian noise. The mask is ``[1,-2,1]`` times itself, so it is
     applied as two 1-D passes.
     """
-    second_difference = np.array([1.0, -2.0, 1.0])
-    response = ndimage.correlate1d(ndimage.correlate1d(y, second_difference, axis=0), second_difference, axis=1)
-    return float(np.sqrt(np.pi / 2) / 6 * np.abs(interior(response)).mean())
+    response = second_difference(second_difference(y, axis=0), axis=1)
+    return float(np.sqrt(np.pi / 2) / 6 * np.abs(response).mean())
 
 
-def blockiness(y: np.ndarray, axis: int) -> float:
+def blockiness(y: np.ndarray, axis: int, scale: float = 1.0) -> float:
     """Blocking along ``axis``: gradient across 8x8 block boundaries over gradient inside blocks.
 
     Block-transform codecs quantise each 8x8 block on its own, so at high compression the luma
@@ -114,13 +163,17 @@ def blockiness(y: np.ndarray, axis: int) -> float:
     the same two differences). The ratio is about 1 without a grid and grows with blocking.
     ``BLOCK_EPS`` (one grey level, below visibility) keeps flat frames at 1 and bounds the ratio
     when blocks are perfectly flat. ``axis=1`` compares horizontally adjacent pixels (vertical
-    block edges), ``axis=0`` vertically adjacent ones.
+    block edges), ``axis=0`` vertically adjacent ones. ``y`` may be luma codes (integers) whose
+    grey level is ``scale`` codes' worth: differences are exact in integers and scaled once.
     """
+    if y.dtype.kind == "u":
+        y = y.astype(np.int16 if y.itemsize == 1 else np.int32)
     gradient = np.abs(np.diff(y, axis=axis))
-    at_boundary = np.arange(gradient.shape[axis]) % BLOCK == BLOCK - 1
-    across = np.compress(at_boundary, gradient, axis=axis).mean()
-    inside = np.compress(~at_boundary, gradient, axis=axis).mean()
-    return float((across + BLOCK_EPS) / (inside + BLOCK_EPS))
+    boundary = np.take(gradient, np.arange(BLOCK - 1, gradient.shape[axis], BLOCK), axis=axis)
+    total, at_boundary = float(gradient.sum(dtype=np.float64)), float(boundary.sum(dtype=np.float64))
+    across = at_boundary / boundary.size if boundary.size else np.nan
+    inside = (total - at_boundary) / (gradient.size - boundary.size)
+    return float((across * scale + BLOCK_EPS) / (inside * scale + BLOCK_EPS))
 
 
 def colorfulness(planes: np.ndarray) -> float:
@@ -170,18 +223,20 @@ def ggd_fit(x: np.ndarray) -> tuple[float, float]:
 
 def spatial_information(y: np.ndarray) -> float:
     """ITU-T P.910 spatial information of one frame: standard deviation of the Sobel magnitude."""
-    return float(interior(np.hypot(ndimage.sobel(y, axis=0), ndimage.sobel(y, axis=1))).std())
+    return float(np.hypot(smoothed_difference(y, axis=0), smoothed_difference(y, axis=1)).std())
 
 
-def spatial_statistics(planes: np.ndarray, y: np.ndarray, native_y: np.ndarray) -> dict[str, float]:
-    """All key-frame statistics: ``(3, h, w)`` RGB ``planes`` and luma ``y`` downscaled, ``native_y`` not."""
+def spatial_statistics(planes: np.ndarray, y: np.ndarray, native_y: np.ndarray,
+                       native_scale: float = 1.0) -> dict[str, float]:
+    """All key-frame statistics: ``(3, h, w)`` RGB ``planes`` and luma ``y`` downscaled, ``native_y``
+    not (luma, or luma codes of which ``native_scale`` make one grey level; see :func:`blockiness`)."""
     coefficients = mscn(y)
     shape, variance = ggd_fit(coefficients)
     return {
         "sharpness_laplacian_var": laplacian_variance(y),
         "noise_sigma_immerkaer": immerkaer_noise_sigma(y),
-        "blockiness_h": blockiness(native_y, axis=1),
-        "blockiness_v": blockiness(native_y, axis=0),
+        "blockiness_h": blockiness(native_y, axis=1, scale=native_scale),
+        "blockiness_v": blockiness(native_y, axis=0, scale=native_scale),
         "colorfulness_hasler": colorfulness(planes),
         "contrast_rms": float(y.std() / 255),
         "brightness_mean": float(y.mean() / 255),
@@ -209,9 +264,12 @@ def temporal_statistics(lumas: np.ndarray) -> dict[str, float]:
     predecessor: the fraction of such pairs is how stutter and dropped frames show (a truly static
     scene reads the same, which is why it sits next to TI).
     """
-    differences = np.diff(lumas, axis=0).reshape(lumas.shape[0] - 1, -1)
-    ti = differences.std(axis=1)
-    mean_abs = np.abs(differences).mean(axis=1)
+    difference = np.empty(lumas.shape[1:], dtype=np.float32)  # one pair at a time: no (T-1)-frame temporaries
+    ti, mean_abs = np.empty(lumas.shape[0] - 1), np.empty(lumas.shape[0] - 1)
+    for pair, (before, after) in enumerate(pairwise(lumas)):
+        np.subtract(after, before, out=difference)
+        ti[pair] = difference.std()
+        mean_abs[pair] = np.abs(difference, out=difference).mean()
     return {
         "ti_max": float(ti.max()),
         "ti_mean": float(ti.mean()),
@@ -245,17 +303,19 @@ FEATURE_NAMES = (
 )
 
 
-def step_statistics(frames: np.ndarray) -> dict[str, float]:
-    """Every statistic of one step of ``(T, H, W, 3)`` uint8 RGB frames, named as ``FEATURE_NAMES``."""
-    height, width = frames.shape[1:3]
+def step_statistics(step: np.ndarray | StepPixels) -> dict[str, float]:
+    """Every statistic of one step, named as ``FEATURE_NAMES``: the decoder's :class:`StepPixels`
+    (every frame's luma, the key frame's RGB) or ``(T, H, W, 3)`` uint8 RGB frames."""
+    if isinstance(step, np.ndarray):
+        step = pixels_of(step)
+    codes = step.luma.codes
+    height, width = codes.shape[1:3]
     if min(height, width) < MIN_SIDE:
         raise ValueError(f"handcrafted statistics need frames of at least {MIN_SIDE} px, got {width}x{height}")
     factor = downscale_factor(height, width)
-    key_luma = luma(frames[0])
-    # Frame by frame: converting the whole stack at once would hold a float copy of every sample.
-    lumas = np.stack([area_downscale(y, factor) for y in chain([key_luma], map(luma, frames[1:]))])
-    key_planes = area_downscale(frames[0].transpose(2, 0, 1).astype(np.float32, order="C"), factor)
-    return {**spatial_statistics(key_planes, lumas[0], key_luma), **temporal_statistics(lumas)}
+    lumas = downscaled_luma(step.luma, factor)
+    key_planes = area_downscale(np.moveaxis(step.rgb[0], -1, 0), factor)
+    return {**spatial_statistics(key_planes, lumas[0], codes[0], step.luma.scale), **temporal_statistics(lumas)}
 
 
 @register
@@ -263,8 +323,9 @@ class HandcraftedExtractor(Extractor):
     """Classic no-reference quality statistics per second; see the module docstring for the design."""
 
     name = "handcrafted"
-    version = "2"  # 2: the last window slides back inside the video instead of repeating frames
+    version = "3"  # 2: the last window slides back inside the video; 3: luma from the Y' plane
     batch_size = 1  # one step is 8 full-resolution frames (0.2 GB at 4K); batching gains nothing
+    pixels = PIXELS
 
     @property
     def sampling(self) -> Clips:
@@ -273,6 +334,6 @@ class HandcraftedExtractor(Extractor):
     def feature_names(self) -> list[str]:
         return list(FEATURE_NAMES)
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
-        steps = [step_statistics(frames) for frames in batch]
+    def forward(self, batch: np.ndarray | list[StepPixels]) -> np.ndarray:
+        steps = [step_statistics(step) for step in batch]
         return np.array([[stats[name] for name in FEATURE_NAMES] for stats in steps], dtype=np.float32)

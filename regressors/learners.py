@@ -65,7 +65,11 @@ def elasticnet(random_state: int) -> RegressorMixin:
 
 def lightgbm(random_state: int) -> RegressorMixin:
     # Shallow trees, small leaves and row/column subsampling: hundreds of samples, not millions.
+    # 63 histogram bins per feature, not LightGBM's 255: with a few thousand rows a bin holds a
+    # few rows anyway, and the histograms are the cost on wide deep features (2.3x faster on
+    # KoNViD's VIDEVAL features, 2.3x at 2000 x 1024, for 5-fold SRCC +0.005 / -0.003).
     return LGBMRegressor(
+        max_bin=63,
         n_estimators=300,
         learning_rate=0.03,
         num_leaves=15,

@@ -159,3 +159,21 @@ def test_gammatone_centres_span_50_hz_to_below_nyquist_on_the_erb_scale():
     assert centres[0] == pytest.approx(au.GAMMATONE_FMIN) and centres[-1] < SR / 2
     rates = 21.4 * np.log10(1 + 0.00437 * centres)  # Glasberg & Moore ERB-rate
     np.testing.assert_allclose(np.diff(rates), np.diff(rates)[0], rtol=1e-9)
+
+
+def test_cached_constant_q_filter_bases_give_bit_identical_features(monkeypatch):
+    """The in-memory cache of librosa's CQT filter bases changes cost, never values: a fresh cache
+    (first call designs, second call reuses) against librosa's own design on every call."""
+    from librosa.core import constantq
+
+    design = au.FILTER_BASES._design or getattr(constantq, au.FilterBasisCache.NAME)
+    audio = np.random.default_rng(3).standard_normal((4, au.SAMPLE_RATE)).astype(np.float32) * 0.1
+    monkeypatch.setattr(constantq, au.FilterBasisCache.NAME, design)
+    uncached = au.constant_q_magnitude(audio)
+    cache = au.FilterBasisCache()
+    cache.install()
+    assert getattr(constantq, au.FilterBasisCache.NAME) is cache
+    first, second = au.constant_q_magnitude(audio), au.constant_q_magnitude(audio)
+    assert len(cache._bases) == au.CQT_OCTAVES  # one basis per octave, reused by the second call
+    np.testing.assert_array_equal(first, uncached)
+    np.testing.assert_array_equal(second, uncached)

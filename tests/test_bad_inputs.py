@@ -566,19 +566,19 @@ def test_unexpected_exceptions_fail_their_item_not_the_run(tmp_path, monkeypatch
     names = ["fine.mp4", "oom.mp4", "bug.mp4"]
     for i, name in enumerate(names):
         good_video(tmp_path / name, n=15, seed=30 + i)
-    original_frames, original_open = VideoFile.frames, featbank.extraction.item.open_media
+    original_decode, original_open = VideoFile.decode, featbank.extraction.item.open_media
 
-    def frames(self, indices):
+    def decode(self, indices, *args):
         if self.path.name == "oom.mp4":
             raise MemoryError("cannot allocate 3.2 GiB")
-        return original_frames(self, indices)
+        return original_decode(self, indices, *args)
 
     def open_media_with_bug(path):
         if path.name == "bug.mp4":
             raise ValueError("a decoder bug")
         return original_open(path)
 
-    monkeypatch.setattr(VideoFile, "frames", frames)
+    monkeypatch.setattr(VideoFile, "decode", decode)
     monkeypatch.setattr(featbank.extraction.item, "open_media", open_media_with_bug)
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"video_id": [Path(n).stem for n in names], "path": names}).to_csv(manifest, index=False)

@@ -1,36 +1,44 @@
 """Decode-once extraction over real (synthesized) files, bad inputs, resume."""
 
+import copy
 import subprocess
 import sys
 import time
 
+import av
 import numpy as np
 import pandas as pd
 import pytest
-
-from featbank.bank.store import ABSENT, FAILED, OK, FeatureBank
-from featbank.extraction.decode import iter_steps, open_media
-from featbank.errors import BankError, MediaError
-from featbank.extraction.item import extract_item
-from featbank.extraction.orchestrate import extract_manifest
-from featbank.extraction.sampling import Clips, KeyFrames
+from conftest import moving_frames
 
 import extractors
+from featbank.bank.store import ABSENT, FAILED, OK, FeatureBank
+from featbank.errors import BankError, MediaError
+from featbank.extraction.decode import BufferPool, VideoFile, iter_steps, open_media
+from featbank.extraction.item import extract_item
+from featbank.extraction.orchestrate import extract_manifest
+from featbank.extraction.pixels import BT601, Pixels, StepPixels
+from featbank.extraction.sampling import Clips, KeyFrames
 
 
 def test_iter_steps_decodes_each_frame_once_and_serves_every_plan(make_video):
     src = open_media(make_video(n=45, fps=15))
     assert (src.info.n_frames, src.info.fps, src.info.has_audio) == (45, 15.0, True)
     plans = [KeyFrames().plan(src.info), Clips(frames=4).plan(src.info)]
-    calls = []
-    original = src.frames
-    src.frames = lambda idx: (calls.append(idx.tolist()), original(idx))[1]
+    decoded = []
+    original = src.decode
+
+    def counting(indices, batch, luma):
+        for index, picture in original(indices, batch, luma):
+            decoded.append(index)
+            yield index, picture
+
+    src.decode = counting
     got = {(p, s): f for p, s, f in iter_steps(src, plans, batch=4)}
-    decoded = sum(calls, [])
     assert len(decoded) == len(set(decoded))  # no frame decoded twice
     assert set(decoded) == set(plans[0].frame_indices.ravel()) | set(plans[1].frame_indices.ravel())
     assert len(got) == 3 + 3 and got[(1, 2)].shape == (4, 48, 64, 3)
-    np.testing.assert_array_equal(got[(0, 1)][0], original(np.array([15]))[0])
+    np.testing.assert_array_equal(got[(0, 1)][0], src.frames(np.array([15]))[0])
 
 
 def test_extract_item_runs_all_extractors_and_isolates_failures(make_video):
@@ -161,3 +169,89 @@ def test_one_frame_video_extracts_every_video_extractor(make_video, tmp_path):
     assert hand.status == OK and hand.steps.shape[0] == 1 and np.isfinite(hand.pooled).all()
     names = extractors.create("handcrafted").feature_names()
     assert hand.steps[0, names.index("duplicate_frame_fraction")] == 1.0  # one frame repeated
+
+
+# --- Readers, pixel requests and reused buffers ---------------------------------------------------
+
+
+def encode_with_gop(path, frames, fps: int, gop: int):
+    """H.264 with a key frame every ``gop`` frames (and none in between: no scene-cut key frames)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"g": str(gop), "crf": "18", "sc_threshold": "0"}
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(("gop", "reader"), [(30, "decord"), (300, "pyav")])
+def test_sparse_plans_seek_only_where_key_frames_make_it_cheaper(tmp_path, gop, reader):
+    source = open_media(encode_with_gop(tmp_path / "v.mp4", moving_frames(90, 48, 64), 30, gop))
+    assert isinstance(source, VideoFile) and source.decoder == "decord"
+    key_frames = KeyFrames().plan(source.info).frame_indices.ravel()  # 0, 30, 60
+    assert source.choose_reader(key_frames) == reader
+    assert source.seek_cost(key_frames) == (3 if gop == 30 else 61)
+    dense = Clips(frames=8, consecutive=True).plan(source.info).frame_indices.ravel()
+    assert source.choose_reader(np.unique(dense)) == ("decord" if gop == 30 else "pyav")
+    assert source.choose_reader(key_frames, luma=True) == "pyav"  # the Y' plane is PyAV's alone
+
+
+def test_both_readers_serve_the_same_frames(tmp_path, monkeypatch):
+    source = open_media(encode_with_gop(tmp_path / "v.mp4", moving_frames(40, 48, 64), 30, 10))
+    wanted = np.array([0, 3, 17, 39])
+    got = {}
+    for reader in ("pyav", "decord"):
+        monkeypatch.setattr(source, "choose_reader", lambda indices, luma, r=reader: r)
+        got[reader] = np.stack([picture.rgb for _, picture in source.decode(wanted)])
+    assert got["pyav"].shape == (4, 48, 64, 3)
+    assert np.abs(got["pyav"].astype(int) - got["decord"]).max() <= 2
+
+
+def test_luma_comes_from_the_y_plane_and_rgb_only_for_the_frames_asked(make_video):
+    src = open_media(make_video(n=30, fps=15, audio=False))
+    plan = Clips(frames=4, consecutive=True).plan(src.info)
+    steps = list(iter_steps(src, [plan], [Pixels(rgb="first", luma=True)]))
+    assert len(steps) == 2
+    _, s, step = steps[1]
+    assert isinstance(step, StepPixels) and step.rgb.shape == (1, 48, 64, 3)
+    rgb = src.frames(plan.frame_indices[s])
+    np.testing.assert_array_equal(step.rgb[0], rgb[0])
+    luma = step.luma
+    assert luma.codes.dtype == np.uint8 and luma.codes.shape == (4, 48, 64)
+    assert (luma.codes >= 16).all() and (luma.codes <= 235).all()  # clipped to limited range
+    assert luma.scale == pytest.approx(255 / 219) and luma.offset == pytest.approx(-16 * 255 / 219)
+    from_rgb = rgb @ BT601
+    assert np.abs(luma.values() - from_rgb).mean() < 2.0  # the same picture, without RGB's rounding
+
+
+def test_reused_buffers_give_the_same_steps_as_fresh_ones(make_video):
+    src = open_media(make_video(n=45, fps=15, audio=False))
+    plans = [Clips(frames=4, consecutive=True).plan(src.info), KeyFrames().plan(src.info)]
+    requests = [Pixels(rgb="first", luma=True), Pixels()]
+    fresh = [(p, s, copy.deepcopy(step)) for p, s, step in iter_steps(src, plans, requests)]
+    pool = BufferPool()
+    pooled, buffers = [], set()
+    for p, s, step in iter_steps(src, plans, requests, pool=pool):
+        pooled.append((p, s, copy.deepcopy(step)))
+        buffers.add(id(step.luma.codes) if p == 0 else id(step))
+    assert [(p, s) for p, s, _ in pooled] == [(p, s) for p, s, _ in fresh]
+    for (_, _, a), (_, _, b) in zip(fresh, pooled):
+        if isinstance(a, StepPixels):
+            np.testing.assert_array_equal(a.rgb, b.rgb)
+            np.testing.assert_array_equal(a.luma.codes, b.luma.codes)
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert len(buffers) == 2  # one luma buffer and one RGB buffer served all 6 steps
+
+
+def test_batched_extractor_gets_the_steps_it_would_get_without_reuse(make_video):
+    """A batch of 3 steps is copied out of the reused step buffers before the decoder overwrites them."""
+    path = make_video(n=75, fps=15, audio=False)
+    mean = extractors.create("test-mean")
+    _, out = extract_item(path, [mean])
+    src = open_media(path)
+    frames = np.stack([picture.rgb for _, picture in src.decode(mean.sampling.plan(src.info).frame_indices.ravel())])
+    assert len(frames) == 5 and mean.batch_size == 3  # a full batch and a partial one
+    np.testing.assert_array_equal(out[mean.key].steps, mean.forward(frames[:, None]))

@@ -18,6 +18,7 @@ from extractors import handcrafted as hc
 from featbank.bank.store import FAILED, OK
 from featbank.extraction.item import extract_item
 from featbank.extraction.media import MediaInfo
+from featbank.extraction.pixels import Luma, StepPixels
 from featbank.extraction.sampling import Clips
 
 
@@ -328,3 +329,55 @@ def test_encoded_video_extracts_and_a_too_small_one_fails_only_handcrafted(make_
     _, tiny = extract_item(make_video("tiny.mp4", n=15, fps=15, h=14, w=14), ex)
     assert tiny[ex[0].key].status == FAILED and "at least 16 px" in tiny[ex[0].key].error
     assert tiny[ex[1].key].status == OK
+
+
+# --- Decoder pixels: luma codes from the Y' plane ----------------------------------------------
+
+
+def limited_range_codes(luma: np.ndarray) -> np.ndarray:
+    """8-bit limited-range Y' codes (16..235) of 0..255 luma, as an encoder stores them."""
+    return np.clip(np.rint(16 + luma * 219 / 255), 16, 235).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("h", "w"), [(48, 64), (1080, 1920)])
+def test_statistics_from_y_plane_codes_match_those_from_the_same_luma_in_float(h, w):
+    """Integer codes with a scale and offset (the decoder's path, downscaled before scaling) give
+    the statistics of the float luma they stand for: only the codes' rounding separates them."""
+    frames = moving_frames(3, h, w, seed=5)
+    codes = limited_range_codes(hc.luma(frames))
+    scale, offset = 255 / 219, -16 * 255 / 219
+    exact = hc.step_statistics(StepPixels(frames[:1], Luma(codes.astype(np.float32) * scale + offset)))
+    coded = hc.step_statistics(StepPixels(frames[:1], Luma(codes, scale, offset)))
+    for name in hc.FEATURE_NAMES:
+        assert coded[name] == pytest.approx(exact[name], rel=1e-4, abs=1e-4), name
+
+
+def test_3x3_statistics_equal_scipy_filters_on_the_interior():
+    image = natural(blur=1.0).astype(np.float32)
+    inner = (slice(1, -1), slice(1, -1))
+    second = np.array([1.0, -2.0, 1.0])
+    assert hc.laplacian_variance(image) == pytest.approx(float(ndimage.laplace(image)[inner].var()), rel=1e-5)
+    immerkaer = ndimage.correlate1d(ndimage.correlate1d(image, second, axis=0), second, axis=1)[inner]
+    assert hc.immerkaer_noise_sigma(image) == pytest.approx(np.sqrt(np.pi / 2) / 6 * np.abs(immerkaer).mean(), rel=1e-5)
+    sobel = np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))[inner]
+    assert hc.spatial_information(image) == pytest.approx(float(sobel.std()), rel=1e-5)
+
+
+def test_blockiness_of_codes_with_a_scale_equals_blockiness_of_the_scaled_luma():
+    codes = limited_range_codes(block_means(natural(256, 256)))
+    luma = codes.astype(np.float64) * 255 / 219
+    for axis in (0, 1):
+        assert hc.blockiness(codes, axis, scale=255 / 219) == pytest.approx(hc.blockiness(luma, axis), rel=1e-9)
+
+
+@pytest.mark.parametrize("level", [40, 128, 220])
+def test_encoded_grey_video_reads_its_grey_level_from_the_y_plane(make_video, tmp_path, level):
+    """A flat grey clip through decoder and extractor: brightness is the grey level, to within the
+    limited-range code step (255/219 levels), with no RGB rounding in between."""
+    from featbank.demo.synth import write_video
+
+    path = write_video(tmp_path / "grey.mp4", np.full((16, 64, 64, 3), level, np.uint8), 15.0)
+    ex = extractors.create("handcrafted")
+    _, out = extract_item(path, [ex])
+    brightness = out[ex.key].steps[0, hc.FEATURE_NAMES.index("brightness_mean")] * 255
+    assert brightness == pytest.approx(level, abs=0.6)

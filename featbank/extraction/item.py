@@ -18,29 +18,61 @@ import numpy as np
 
 from extractors.base import Extractor
 from featbank.bank.store import ABSENT, FAILED, OK, ItemRecord, StepFeatures
-from featbank.extraction.decode import MediaSource, audio_steps, iter_steps, open_media
 from featbank.errors import MediaError
-from featbank.io.manifest import MediaItem
+from featbank.extraction.decode import STEP_BUFFERS, MediaSource, Step, audio_steps, iter_steps, open_media
+from featbank.extraction.pixels import Luma, StepPixels
 from featbank.extraction.sampling import Plan
+from featbank.io.manifest import MediaItem
 
 
 class StepRunner:
-    """Collects one extractor's steps for one item and runs ``forward`` a batch at a time."""
+    """Collects one extractor's steps for one item and runs ``forward`` a batch at a time.
+
+    Steps arrive in buffers the decoder hands to the next step once this one is added (see
+    :func:`~featbank.extraction.decode.iter_steps`): an extractor that runs one step at a time gets
+    a view of that buffer; a larger batch is built by copying each step into a batch buffer taken
+    once per item from the same pool, instead of stacking fresh copies for every batch.
+    """
 
     def __init__(self, extractor: Extractor, plan: Plan, text: str | None = None) -> None:
         self.extractor = extractor
         self.plan = plan
         self.text = text
         self.steps = np.full((plan.n_steps, extractor.step_dim), np.nan, dtype=np.float32)
-        self._pending: list[tuple[int, np.ndarray]] = []
+        self._pending: list[tuple[int, Step]] = []
+        self._batch: np.ndarray | None = None
         self.error: str | None = None
 
-    def add(self, step: int, data: np.ndarray) -> None:
+    def add(self, step: int, data: Step) -> None:
         if self.error is not None:
             return
-        self._pending.append((step, data))
+        try:
+            self._pending.append((step, self._keep(data, len(self._pending))))
+        except Exception as exc:  # frames changing size mid-video: this row fails, not the run
+            self._failed(exc)
+            return
         if len(self._pending) >= self.extractor.batch_size:
             self.flush()
+
+    def _keep(self, data: Step, row: int) -> Step:
+        """What survives of ``data`` until the batch runs: ``data`` itself when it runs at once."""
+        if self.extractor.batch_size == 1:
+            return data
+        if isinstance(data, StepPixels):
+            luma = data.luma and Luma(data.luma.codes.copy(), data.luma.scale, data.luma.offset)
+            return StepPixels(None if data.rgb is None else data.rgb.copy(), luma)
+        if self._batch is None:
+            self._batch = STEP_BUFFERS.take((self.extractor.batch_size, *data.shape), data.dtype)
+        self._batch[row] = data
+        return self._batch[row]
+
+    def _batched(self) -> np.ndarray | list[StepPixels]:
+        data = [d for _, d in self._pending]
+        if isinstance(data[0], StepPixels):
+            return data
+        if self.extractor.batch_size == 1:
+            return data[0][None]
+        return self._batch[:len(data)]
 
     def flush(self) -> None:
         if not self._pending or self.error is not None:
@@ -48,21 +80,26 @@ class StepRunner:
             return
         index = [s for s, _ in self._pending]
         try:
-            batch = np.stack([d for _, d in self._pending])
-            out = np.asarray(self.extractor.forward_item(batch, np.asarray(index), self.text))
+            out = np.asarray(self.extractor.forward_item(self._batched(), np.asarray(index), self.text))
             if out.shape != (len(index), self.extractor.step_dim):
                 raise ValueError(f"forward_item returned shape {out.shape}, "
                                  f"expected {(len(index), self.extractor.step_dim)}")
             self.steps[index] = out
         except Exception as exc:  # an extractor bug must fail this row, not the whole run
-            self.error = f"{self.extractor.name} failed: {exc!r}\n{traceback.format_exc(limit=3)}"
+            self._failed(exc)
         self._pending.clear()
+
+    def _failed(self, exc: Exception) -> None:
+        self.error = f"{self.extractor.name} failed: {exc!r}\n{traceback.format_exc(limit=3)}"
 
     def fail(self, message: str) -> None:
         self.error = self.error or message
 
     def result(self) -> StepFeatures:
         self.flush()
+        if self._batch is not None:
+            STEP_BUFFERS.give(self._batch)
+            self._batch = None
         if self.error is not None:
             return StepFeatures(status=FAILED, error=self.error)
         mask = np.ones(self.plan.n_steps, dtype=bool)
@@ -82,7 +119,8 @@ def _unexpected(path: Path, what: str, exc: Exception) -> str:
 
 def _run_video(source: MediaSource, runners: list[StepRunner]) -> None:
     try:
-        for p, step, frames in iter_steps(source, [r.plan for r in runners]):
+        plans, pixels = [r.plan for r in runners], [r.extractor.pixels for r in runners]
+        for p, step, frames in iter_steps(source, plans, pixels, pool=STEP_BUFFERS):
             runners[p].add(step, frames)
     except MediaError as exc:
         for r in runners:
