@@ -7,16 +7,20 @@ Feature groups are named by extractor (``handcrafted``), by the name given to ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 import extractors
-from featbank.bank.schema import GroupSchema
-from featbank.bank.store import ABSENT, FAILED, OK, PENDING, FeatureBank
-from featbank.errors import BankError
 from featbank.bank.hashing import digest_paths
+from featbank.bank.schema import ABSENT, FAILED, OK, PENDING, GroupSchema
+from featbank.errors import BankError
 from featbank.io.manifest import Manifest, VirtualItem
+
+if TYPE_CHECKING:  # (not imported at run time: `featbank status` reads banks without zarr)
+    from featbank.bank.localview import LocalBankView
+    from featbank.bank.store import FeatureBank
 
 
 @dataclass
@@ -97,7 +101,7 @@ def _not_yet(bank: FeatureBank, key: str) -> str:
     return "run `featbank extract` first"
 
 
-def lookup_rows(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
+def lookup_rows(bank: FeatureBank | LocalBankView, manifest: Manifest) -> np.ndarray:
     """Bank row of every manifest item, -1 for items the bank has never registered."""
     return bank.rows_of(digest_paths(manifest.media_paths(), bank.hash_cache()))
 

@@ -8,7 +8,12 @@ that needs one fact let the writers and the readers drift apart; here they are d
 - :class:`GroupSchema`: everything a feature group records (extractor, spec, configuration,
   feature names, weights, layout, provenance), with :meth:`~GroupSchema.to_attrs` /
   :meth:`~GroupSchema.from_attrs` and its own :data:`SCHEMA_VERSION`. Groups written before the
-  version was stored read as version 1, which is the layout they have.
+  version was stored read as version 1, which is the layout they have. Version 2 is the layout of
+  a group whose one step is its pooled vector (:attr:`GroupSchema.steps_in_pooled`: status and
+  pooled only); every other group is still written as version 1, which older featbanks read.
+- the row status codes (:data:`PENDING`, :data:`OK`, :data:`FAILED`, :data:`ABSENT`) and what
+  is read from a bank's records the same way whether zarr or the direct reader
+  (:mod:`featbank.bank.localview`) fetched them: status counts, rows of digests, the hash cache.
 - :func:`readable_names`: short names for group keys in tables a person reads.
 """
 
@@ -18,13 +23,41 @@ import datetime as _dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
+import numpy as np
+
 from featbank import __version__
 from featbank.errors import BankError
 
 BANK_FORMAT = 1
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest group schema this featbank reads and writes
+STEPS_IN_POOLED_SCHEMA = 2  # first schema of groups that store no steps (see steps_in_pooled)
 IMPORT_SPEC_PREFIX = "import:"  # the ``spec`` of groups made by ``featbank import``
 SHORT_HASH = 4  # hex digits a readable name keeps when one extractor has several groups
+
+ROW_CHUNK = 32  # rows per chunk of every row array: the commit unit, what a killed run can lose
+PENDING, OK, FAILED, ABSENT = 0, 1, 2, 3  # a row's status in a group; status is written last
+STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", ABSENT: "absent"}
+
+
+def status_counts(codes: np.ndarray) -> dict[str, int]:
+    """How many rows are in each status, by status name."""
+    found = np.bincount(codes, minlength=len(STATUS_NAMES))
+    return {STATUS_NAMES[c]: int(found[c]) for c in STATUS_NAMES}
+
+
+def match_rows(known: np.ndarray, digests: Iterable[bytes]) -> np.ndarray:
+    """Row of each of ``digests`` among the bank's ``known`` digests (one per row), -1 where absent."""
+    index = {bytes(d): i for i, d in enumerate(known)}
+    return np.array([index.get(bytes(d), -1) for d in digests], dtype=np.int64)
+
+
+def hash_cache_of(tracks: Iterable[Mapping]) -> dict[tuple[str, int, int], bytes]:
+    """(absolute path, size, mtime_ns) → digest, from the attributes of the tracks a bank remembers."""
+    cache: dict[tuple[str, int, int], bytes] = {}
+    for a in tracks:
+        for p, s, m, d in zip(a["paths"], a["sizes"], a["mtimes"], a["digests"]):
+            cache[(p, int(s), int(m))] = bytes.fromhex(d)
+    return cache
 
 
 def default_names(d: int) -> list[str]:
@@ -76,6 +109,15 @@ class GroupSchema:
         return self.spec.startswith(IMPORT_SPEC_PREFIX)
 
     @property
+    def steps_in_pooled(self) -> bool:
+        """Whether the group's one step is its pooled vector: an import (one step of the pooled
+        width, no frames). Such a group stores status and pooled only; its steps, mask and
+        timestamps are derived from them when read (imports stored the matrix twice before)."""
+        layout = self.layout
+        return (self.is_imported and layout.max_steps == 1 and layout.step_dim == layout.pooled_dim
+                and not layout.frames_per_step)
+
+    @property
     def random_weights(self) -> bool:
         """Whether the features come from randomly initialised weights (dry runs only)."""
         return bool((self.weights or {}).get("random"))
@@ -95,7 +137,8 @@ class GroupSchema:
         return replace(self, created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
     def to_attrs(self) -> dict:
-        """JSON-ready attributes, in format-1 layout plus ``schema`` (the schema version)."""
+        """JSON-ready attributes, in format-1 layout plus ``schema``: the oldest schema version
+        that describes the group's arrays, so older featbanks keep reading what they can."""
         attrs = {**self.details}
         for f in fields(self):
             if f.name == "details":
@@ -106,7 +149,7 @@ class GroupSchema:
             elif isinstance(value, tuple):
                 value = list(value)
             attrs[f.name] = value
-        attrs["schema"] = SCHEMA_VERSION
+        attrs["schema"] = STEPS_IN_POOLED_SCHEMA if self.steps_in_pooled else 1
         return attrs
 
     @classmethod

@@ -14,6 +14,8 @@ Layout (Zarr v3)::
         mask       (cap, T) bool       which steps hold data
         timestamps (cap, T) float32    start time of each step in seconds
         frame_indices (cap, T, K) int32  the decoded frames of each step (video samplings)
+        (an imported group, whose one step is its pooled vector, stores status and pooled only:
+        its steps, mask and timestamps are derived from them when read)
         attrs: a GroupSchema (featbank/bank/schema.py): extractor, spec, config, feature names,
                weights checksum, layout, decoder versions, schema version
       failures/<group>/<digest-hex>   attrs: the error of one failed item
@@ -26,6 +28,14 @@ the rows that were not committed, and never sees half a row. Only the process th
 (the client) resizes arrays or writes attributes; workers write disjoint chunks. One write session
 at a time per bank is enforced by a lock file (featbank/bank/lock.py); damage is found and
 repaired by featbank/bank/validate.py.
+
+Reads of a local bank skip zarr's per-chunk machinery: the chunk files are read straight into
+the result (featbank/bank/chunkfiles.py), without changing what is written; a 40k × 4096 pooled
+load read 1.0-2.0x (warm) and 1.3-1.5x (cold) faster than through zarr on a loaded VM
+(benchmarks/bench_bank_load.py). ``featbank compact``
+packs the status and pooled arrays of finished groups into a few large files for cold reads
+(featbank/bank/compact.py); :meth:`FeatureBank.ensure_group`, which every writer calls under the
+lock before committing, gives a packed group its row chunks back.
 """
 
 from __future__ import annotations
@@ -42,21 +52,37 @@ import fsspec
 import numpy as np
 import zarr
 
+from featbank.bank.chunkfiles import ChunkFiles, read_span
+from featbank.bank.compact import PACKED_ARRAYS, ROW_KEYS, Relayout, is_packed, relayout
 from featbank.bank.lock import LOCK_NAME
-from featbank.bank.schema import (IMPORT_SPEC_PREFIX, GroupLayout, GroupSchema, bank_root_attrs,
-                                  check_bank_format, readable_names)
+from featbank.bank.schema import (
+    ABSENT,
+    FAILED,
+    IMPORT_SPEC_PREFIX,
+    OK,
+    PENDING,
+    ROW_CHUNK,
+    STATUS_NAMES,
+    GroupLayout,
+    GroupSchema,
+    bank_root_attrs,
+    check_bank_format,
+    hash_cache_of,
+    match_rows,
+    readable_names,
+    status_counts,
+)
 from featbank.errors import BankError
 from featbank.extraction.media import MediaInfo
 
-__all__ = ["FeatureBank", "GroupInfo", "GroupLayout", "GroupSchema", "IMPORT_SPEC_PREFIX", "ItemRecord",
-           "StepFeatures", "array_specs", "bank_location", "damaged_rows", "describe", "digest_hex"]
+__all__ = ["ABSENT", "FAILED", "OK", "PENDING", "ROW_CHUNK", "STATUS_NAMES",  # (from schema, re-exported)
+           "FeatureBank", "GroupInfo", "GroupLayout", "GroupSchema", "IMPORT_SPEC_PREFIX", "ItemRecord",
+           "StepFeatures", "array_specs", "bank_location", "damaged_rows", "describe", "digest_hex",
+           "steps_from_pooled"]
 
-ROW_CHUNK = 32
 DIGEST_BYTES = 32
 ABSURD_MAGNITUDE = 1e30  # above any real feature value: what garbled float bytes look like
-
-PENDING, OK, FAILED, ABSENT = 0, 1, 2, 3
-STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed", ABSENT: "absent"}
+DAMAGE_BLOCK = 256  # rows checked at a time by damaged_rows (a few MB: stays in cache)
 
 ITEM_FIELDS: dict[str, tuple[str, object]] = {
     "n_frames": ("int64", 0),
@@ -155,8 +181,14 @@ def _local_entries(location: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME)  # a writer's lock, not data
 
 
-def array_specs(layout: GroupLayout, capacity: int) -> dict[str, dict]:
-    """Shape, chunks, dtype and fill of every array of a feature group (``create_array`` keywords)."""
+def array_specs(schema: GroupSchema, capacity: int) -> dict[str, dict]:
+    """Shape, chunks, dtype and fill of every array of a feature group (``create_array`` keywords).
+
+    A group whose one step is its pooled vector (an import, :attr:`GroupSchema.steps_in_pooled`)
+    stores status and pooled only: its steps, mask and timestamps follow from them
+    (:func:`steps_from_pooled`), and storing them too doubled an imported bank's size.
+    """
+    layout = schema.layout
     R, T = ROW_CHUNK, layout.max_steps
     specs = {
         "status": dict(shape=(capacity,), chunks=(R,), dtype="int8", fill_value=PENDING),
@@ -172,7 +204,20 @@ def array_specs(layout: GroupLayout, capacity: int) -> dict[str, dict]:
     if layout.frames_per_step:
         K = layout.frames_per_step
         specs["frame_indices"] = dict(shape=(capacity, T, K), chunks=(R, T, K), dtype="int32", fill_value=-1)
+    if schema.steps_in_pooled:
+        return {name: specs[name] for name in ("status", "pooled")}
     return specs
+
+
+DERIVED_FROM_POOLED = ("steps", "mask", "timestamps")
+
+
+def steps_from_pooled(pooled: np.ndarray, status: np.ndarray) -> dict[str, np.ndarray]:
+    """Steps, mask and timestamps of a group whose one step is its pooled vector: what an import
+    committed for them (the vector as step 0 at time 0, valid where the row is OK)."""
+    mask = (status == OK)[:, None]
+    return {"steps": pooled[:, None, :], "mask": mask,
+            "timestamps": np.where(mask, np.float32(0), np.float32(np.nan))}
 
 
 def damaged_rows(pooled: np.ndarray, status: np.ndarray, imported: bool) -> np.ndarray:
@@ -182,17 +227,20 @@ def damaged_rows(pooled: np.ndarray, status: np.ndarray, imported: bool) -> np.n
     OK, and keeps its NaN). Imports keep genuine gaps as NaN (imputed inside each fold) and turn
     infinities into NaN, and a row with no value at all is committed FAILED; so an imported OK row
     is damaged when it holds an infinity or no finite value. A lost chunk reads as all NaN, which
-    both rules catch, and a value beyond ±1e30 is garbled bytes in either kind.
+    both rules catch, and a value beyond ±1e30 is garbled bytes in either kind: no feature is
+    ever that large, while random bytes in an (uncompressed) pooled chunk make one value in ~9
+    so, so with any width past a few features nearly every garbled row is caught.
     """
-    ok = status == OK
-    # No feature is ever this large, while random bytes in an (uncompressed) pooled chunk make
-    # one in ~9 values so; with any width past a few features, nearly every garbled row is caught.
-    absurd = (np.abs(np.nan_to_num(pooled, nan=0.0)) > ABSURD_MAGNITUDE).any(axis=1)
-    if imported:
-        broken = np.isinf(pooled).any(axis=1) | ~np.isfinite(pooled).any(axis=1)
-    else:
-        broken = ~np.isfinite(pooled).all(axis=1)
-    return ok & (broken | absurd)
+    broken = np.zeros(len(status), dtype=bool)
+    for lo in range(0, len(pooled), DAMAGE_BLOCK):  # in blocks: no temporary the size of the matrix
+        block = pooled[lo:lo + DAMAGE_BLOCK]
+        magnitude = np.abs(block)
+        if imported:  # (an infinity is beyond ±1e30 too)
+            broken[lo:lo + DAMAGE_BLOCK] = ((magnitude > ABSURD_MAGNITUDE).any(axis=1)
+                                            | ~np.isfinite(block).any(axis=1))
+        else:  # NaN, infinities and absurd values all fail `<=`
+            broken[lo:lo + DAMAGE_BLOCK] = ~(magnitude <= ABSURD_MAGNITUDE).all(axis=1)
+    return broken & (status == OK)
 
 
 def digest_hex(digest: bytes | np.ndarray) -> str:
@@ -315,13 +363,12 @@ class FeatureBank:
         return int(self.items["digest"].shape[0])
 
     def digests(self) -> np.ndarray:
-        n = self.count
-        return self.items["digest"][:n] if n else np.zeros((0, DIGEST_BYTES), dtype=np.uint8)
+        n = self.count  # (none: the items table may be a creation a full disk cut short)
+        return self._span("items/digest", 0, n) if n else np.zeros((0, DIGEST_BYTES), dtype=np.uint8)
 
     def rows_of(self, digests: Iterable[bytes]) -> np.ndarray:
         """Row of each digest, -1 for digests the bank has never seen."""
-        index = {bytes(d): i for i, d in enumerate(self.digests())}
-        return np.array([index.get(bytes(d), -1) for d in digests], dtype=np.int64)
+        return match_rows(self.digests(), digests)
 
     def register(self, digests: list[bytes]) -> np.ndarray:
         """Rows for ``digests``, appending unseen ones; the new count is committed last."""
@@ -357,9 +404,13 @@ class FeatureBank:
         for key in self.group_keys():
             yield from (a for _, a in self.root["features"][key].arrays())
 
-    @staticmethod
-    def _write_rows(arr: zarr.Array, rows: np.ndarray, values: np.ndarray) -> None:
-        """Write ``values`` into ``rows``, one whole chunk at a time (read, modify, replace)."""
+    def _write_rows(self, arr: zarr.Array, rows: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values`` into ``rows``, one whole chunk at a time (read, modify, replace).
+
+        A packed array (``featbank compact``) gets its row chunks back first; writers normally
+        did that already, in :meth:`ensure_group`, before any worker started."""
+        if self.unpack_array(arr.path) is not None:
+            arr = self.root[arr.path]
         for chunk in np.unique(rows // ROW_CHUNK):
             sl = _chunk_slice(int(chunk))
             block = arr[sl]
@@ -418,22 +469,37 @@ class FeatureBank:
             if stored != schema.layout:
                 raise BankError(f"{self.path}: group {key} has layout {stored}, extractor says {schema.layout}")
         present = set(group.array_keys())
-        for name, spec in array_specs(schema.layout, self.capacity).items():
+        for name, spec in array_specs(schema, self.capacity).items():
             if name not in present:
                 group.create_array(name, **spec)  # keeps chunk files a lost zarr.json left behind
         if "layout" not in group.attrs:
             group.attrs.update(schema.stamped().to_attrs())
             self._grow(self.count)  # arrays a cut-short creation made before a registration grew the rest
+        self.unpack_group(key)  # writes need row chunks: distributed workers write disjoint ones
         return group
 
+    def unpack_group(self, key: str, tolerant: bool = False) -> list[Relayout]:
+        """Give the packed arrays of group ``key`` (``featbank compact``) their row chunks back.
+
+        ``tolerant``: unreadable packed chunks become fill values (``validate --repair``, which
+        marks their rows pending) instead of stopping with an error.
+        """
+        return [done for name in PACKED_ARRAYS
+                if (done := self.unpack_array(f"features/{key}/{name}", tolerant)) is not None]
+
+    def unpack_array(self, path: str, tolerant: bool = False) -> Relayout | None:
+        """Give the array at ``path`` its row chunks back if it is packed (None when it was not)."""
+        files = self.chunk_files(path)
+        return relayout(files.folder, ROW_CHUNK, ROW_KEYS, tolerant) if is_packed(files) else None
+
     def status(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
-        arr = self.group(key)["status"][: self.count]
+        self.group(key)  # (refuses an unknown key)
+        arr = self._span(f"features/{key}/status", 0, self.count)
         return arr if rows is None else arr[rows]
 
     def counts(self, key: str, rows: np.ndarray | None = None) -> dict[str, int]:
         """How many of ``rows`` (default: all) are in each status, by status name."""
-        codes = np.bincount(self.status(key, rows), minlength=len(STATUS_NAMES))
-        return {STATUS_NAMES[c]: int(codes[c]) for c in STATUS_NAMES}
+        return status_counts(self.status(key, rows))
 
     # ---------------------------------------------------------------- commit
     def commit(self, rows: np.ndarray, records: Mapping[int, ItemRecord],
@@ -457,11 +523,11 @@ class FeatureBank:
             self._write_rows(self.items[name], rows, values)
 
     def _commit_group(self, key: str, per_row: Mapping[int, StepFeatures], ids: Mapping[int, str]) -> None:
-        group = self.group(key)
+        group, schema = self.group(key), self.schema(key)
         rows = np.array(sorted(per_row), dtype=np.int64)
-        T = group["mask"].shape[1]
-        for name in ("pooled", "steps", "mask", "timestamps", "frame_indices"):
-            if name not in group:
+        T = schema.layout.max_steps
+        for name in array_specs(schema, 0):
+            if name == "status" or name not in group:
                 continue
             arr = group[name]
             fill = arr.fill_value
@@ -509,21 +575,39 @@ class FeatureBank:
     def read_rows(self, key: str, arrays: Iterable[str], rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """The named arrays of group ``key`` (``pooled``, ``steps``, ``mask``, ...) at ``rows``.
 
-        Reads the covering row span once. When ``rows`` is that span in order (a manifest
+        Reads the covering row span once (steps, mask and timestamps of a group that stores none
+        are derived from its pooled features and status). When ``rows`` is that span in order (a manifest
         extracted as one track: the common case), the span is returned as read: gathering it would
         copy the whole matrix once more, which at 40k × 4k is another 655 MB to allocate and fill
         (see benchmarks/bench_bank_load.py).
         """
-        group = self.group(key)
+        schema = self.schema(key)
         rows = np.asarray(rows, dtype=np.int64)
         arrays = list(arrays)
-        if rows.size == 0:
-            return tuple(np.zeros((0, *group[a].shape[1:]), group[a].dtype) for a in arrays)
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        spans = tuple(group[a][lo:hi] for a in arrays)
-        if rows.size == hi - lo and rows[0] == lo and (np.diff(rows) == 1).all():
+        lo, hi = (int(rows.min()), int(rows.max()) + 1) if rows.size else (0, 0)
+        derive = schema.steps_in_pooled and not set(arrays).isdisjoint(DERIVED_FROM_POOLED)
+        stored = ({"pooled", "status"} | (set(arrays) - set(DERIVED_FROM_POOLED))) if derive else set(arrays)
+        read = {name: self._span(f"features/{key}/{name}", lo, hi) for name in stored}
+        if derive:
+            read.update(steps_from_pooled(read["pooled"], read["status"]))
+        spans = tuple(read[a] for a in arrays)
+        if rows.size == hi - lo and (rows.size == 0 or rows[0] == lo) and (np.diff(rows) == 1).all():
             return spans
         return tuple(span[rows - lo] for span in spans)
+
+    def _span(self, path: str, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of the array at ``path``: on a local disk its chunk files are read
+        straight into the result (:mod:`featbank.bank.chunkfiles`), elsewhere zarr reads them."""
+        files = self.chunk_files(path)
+        return self.root[path][lo:hi] if files is None else read_span(files, lo, hi, self.path)
+
+    def chunk_files(self, path: str) -> ChunkFiles | None:
+        """The direct reader of the array at ``path`` when the bank is a local folder and the
+        array's layout is one it reads (see :class:`~featbank.bank.chunkfiles.ChunkFiles`), else None."""
+        store = self.root.store
+        if not isinstance(store, zarr.storage.LocalStore):
+            return None
+        return ChunkFiles.open(Path(store.root) / path)
 
     def failures(self, key: str) -> dict[str, dict]:
         if "failures" not in self.root or key not in self.root["failures"]:
@@ -553,14 +637,9 @@ class FeatureBank:
 
     def hash_cache(self) -> dict[tuple[str, int, int], bytes]:
         """(absolute path, size, mtime_ns) → digest, from every track the bank remembers."""
-        cache: dict[tuple[str, int, int], bytes] = {}
         if "tracks" not in self.root:
-            return cache
-        for _, track in self.root["tracks"].groups():
-            a = track.attrs
-            for p, s, m, d in zip(a["paths"], a["sizes"], a["mtimes"], a["digests"]):
-                cache[(p, int(s), int(m))] = bytes.fromhex(d)
-        return cache
+            return {}
+        return hash_cache_of(track.attrs for _, track in self.root["tracks"].groups())
 
     def tracks(self) -> list[dict]:
         if "tracks" not in self.root:
