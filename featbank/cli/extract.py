@@ -10,7 +10,7 @@ from pathlib import Path
 import extractors
 from featbank.cli.options import (EXIT_ITEMS_FAILED, add_bank, add_track, add_weights, checked_manifest,
                                    csv_list, weights_policy)
-from featbank.errors import FeatbankError
+from featbank.errors import FeatbankError, UsageError
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -25,11 +25,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_track(p)
     add_weights(p)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="dask.distributed scheduler to run on (tcp://host:8786); default: a local "
-                        "cluster sized to this machine (one worker per GPU with --device cuda)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="workers of the local cluster (default: CPU cores, or GPUs with --device "
-                        "cuda); 0 runs in this process without dask")
+                   help="run on the dask.distributed cluster at ADDRESS (tcp://host:8786); the bank "
+                        "path must be visible to its workers under the same name")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run on a local dask cluster of N worker processes (with --device cuda "
+                        "they take the GPUs in turn); 0 runs in this process. Default: this process, unless "
+                        "timing the first items shows that a cluster of one worker per core (or "
+                        "GPU) would be clearly faster for the work left; the run says which it chose")
     p.add_argument("--retry-failed", action="store_true", help="also redo items that failed before")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="one writer at a time per bank: wait up to this long for another extract or "
@@ -52,19 +54,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from featbank.extraction.orchestrate import extract_manifest
+    from featbank.extraction.mode import extract
 
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 (this process) or a number of workers, not {args.workers}")
     checked_manifest(args.manifest, args.track)
-    common = dict(device=args.device, weights=weights_policy(args), retry_failed=args.retry_failed, progress=not args.no_progress,
-                  wait_lock=args.wait_lock)
-    if args.workers == 0 and not args.scheduler:
-        report = extract_manifest(args.manifest, args.bank, args.extractor, **common)
-    else:
-        from featbank.extraction.distributed import extract_distributed
-
-        report = extract_distributed(args.manifest, args.bank, args.extractor, scheduler=args.scheduler,
-                                     workers=args.workers, **common)
-    print(f"{report.items} items, {report.already_done} already complete")
+    report = extract(args.manifest, args.bank, args.extractor, scheduler=args.scheduler,
+                     workers=args.workers, device=args.device, weights=weights_policy(args),
+                     retry_failed=args.retry_failed, progress=not args.no_progress, wait_lock=args.wait_lock)
+    print(f"{report.items} items, {report.already_done} already complete, ran {report.mode}")
     for key, counts in report.counts.items():
         print(f"  {key}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for vid, key, err in report.failures:
@@ -75,11 +73,11 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from featbank.bank.localview import open_for_counting
     from featbank.bank.matrix import lookup_rows
-    from featbank.bank.store import FeatureBank
     from featbank.io.manifest import load_manifest
 
-    bank = FeatureBank(args.bank, mode="r")
+    bank = open_for_counting(args.bank)  # without zarr where it can: a quick command starts fast
     rows, unregistered, total = None, 0, bank.count
     if args.manifest is not None:
         found = lookup_rows(bank, load_manifest(args.manifest))

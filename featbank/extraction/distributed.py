@@ -20,13 +20,15 @@ it for CPU extractors).
 
 from __future__ import annotations
 
-import os
+import asyncio
+import logging
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import dask
 from dask.distributed import Client, LocalCluster, as_completed, get_worker
 
 import extractors
@@ -34,38 +36,93 @@ from extractors.base import Extractor
 from featbank.bank.store import FeatureBank
 from featbank.errors import FeatbankError
 from featbank.io.manifest import item_text, media_item
-from featbank.extraction.orchestrate import ExtractionPlan, ExtractReport, extraction_session, process_chunk
+from featbank.extraction.mode import default_workers, extract, uses_gpu
+from featbank.extraction.orchestrate import Chunks, ExtractionPlan, ExtractReport, process_chunk
 from featbank.extraction.weights import WeightsPolicy
 
 TASK_RETRIES = 2
 """Retries of a task that raised (an I/O error writing the bank, say); dead workers are handled by
 the scheduler's own rescheduling, independently of this."""
 
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+"""dask settings for the workers featbank starts.
+
+dask's default starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory back
+to the system sooner). Setting it turns off glibc's adaptive threshold, so every decoded frame
+buffer above 64 KiB becomes a fresh ``mmap`` and is unmapped again when freed: inside a worker 4
+clips of 960x540 took 12.6-15.0 s with 1.48M page faults, against 7.1 s and 54k faults in one
+process. ``None`` drops the variable (``distributed.nanny`` skips ``None`` entries of
+``pre-spawn-environ``); dask's other pre-spawn settings (one OpenMP/BLAS thread) stay. A value the
+user exported in the environment still wins, as dask documents."""
+
+WORKER_EXIT_S = 60.0
+"""How long a worker may take to exit when a run is over, before its nanny kills it.
+
+An interpreter that ran librosa and numba takes 1-2 s to finalise, more on a loaded machine;
+dask's default (5 s, of which 4 s before killing) printed "Worker process still alive after 4.0
+seconds, killing" after ordinary runs on 2 cores. Nothing is pending then, so waiting is safe."""
+
+INTERRUPTED_EXIT_S = 1.0
+"""How long a worker may take to stop when the run was interrupted (Ctrl-C, SIGTERM, an error):
+its chunk is abandoned (committed chunks stay; the next run redoes the rest), so it is stopped at
+once rather than waited for."""
+
 _WORKER_EXTRACTORS: dict[tuple, dict[str, Extractor]] = {}
 """Per worker process: extractors already set up, so models load once per worker, not per task."""
 
 
-def uses_gpu(device: str) -> bool:
-    return device.startswith("cuda")
+@contextmanager
+def local_cluster(n_workers: int, device: str = "cpu") -> Iterator[LocalCluster]:
+    """A LocalCluster of ``n_workers`` worker processes with one thread each, set up by
+    :data:`WORKER_CONFIG` and shut down cleanly on exit: every worker is given
+    :data:`WORKER_EXIT_S` to exit after a finished run, :data:`INTERRUPTED_EXIT_S` after an
+    interrupted one, and no worker process outlives the block.
+
+    Processes with one thread each: decoding and extractors release the GIL only partly, and one
+    extractor instance per process keeps model memory predictable. With a CUDA device every
+    worker declares the resource ``GPU=1``.
+    """
+    with dask.config.set(WORKER_CONFIG):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, resources={"GPU": 1} if uses_gpu(device) else None)
+    try:
+        yield cluster
+    except BaseException:
+        with suppress(Exception):  # best effort: the interruption is what the caller must see
+            _stop_workers(cluster, INTERRUPTED_EXIT_S, expected_kill=True)
+        with suppress(Exception):
+            cluster.close()
+        raise
+    try:
+        _stop_workers(cluster, WORKER_EXIT_S)
+    finally:
+        cluster.close()
 
 
-def default_workers(device: str) -> int:
-    """One worker per GPU for CUDA devices, otherwise one per CPU core."""
-    if uses_gpu(device):
-        import torch
+def _stop_workers(cluster: LocalCluster, timeout: float, expected_kill: bool = False) -> None:
+    """Close every worker of ``cluster`` through its nanny, each allowed ``timeout`` seconds.
 
-        return max(1, torch.cuda.device_count())
-    return max(1, os.cpu_count() or 1)
+    ``LocalCluster.close`` gives each worker dask's fixed 5 s; closing the nannies first with our
+    own timeout is what :data:`WORKER_EXIT_S` needs. When the kill is the point (an interrupted
+    run), the nanny's "still alive ... killing" warning is expected and not shown.
+    """
+    async def close_all() -> None:
+        await asyncio.gather(*(nanny.close(timeout=timeout) for nanny in list(cluster.workers.values())))
+
+    nanny_log = logging.getLogger("distributed.nanny")
+    level = nanny_log.level
+    if expected_kill:
+        nanny_log.setLevel(logging.ERROR)
+    try:
+        cluster.sync(close_all)
+    finally:
+        nanny_log.setLevel(level)
 
 
 @contextmanager
 def connect(scheduler: str | None, workers: int | None, device: str) -> Iterator[Client]:
-    """A client of the cluster at ``scheduler``, or of a new LocalCluster sized to the machine
-    (closed again on exit).
-
-    Local workers are processes with one thread each: decoding and extractors release the GIL
-    only partly, and one extractor instance per process keeps model memory predictable.
-    """
+    """A client of the cluster at ``scheduler``, or of a new :func:`local_cluster` of ``workers``
+    processes (default: sized to the machine), closed again on exit."""
     if scheduler:
         try:
             client = Client(scheduler, timeout="20s")
@@ -74,9 +131,7 @@ def connect(scheduler: str | None, workers: int | None, device: str) -> Iterator
         with client:
             yield client
         return
-    n = workers or default_workers(device)
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                      resources={"GPU": 1} if uses_gpu(device) else None) as cluster, Client(cluster) as client:
+    with local_cluster(workers or default_workers(device), device) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -126,17 +181,24 @@ def extract_distributed(manifest_path: str | Path, bank_path: str | Path, specs:
                         progress: bool = True, wait_lock: float = 0.0) -> ExtractReport:
     """Like :func:`featbank.extraction.orchestrate.extract_manifest`, with the chunks spread over the workers
     of the cluster at ``scheduler``, or of a LocalCluster of ``workers`` processes (default: sized
-    to the machine, never more than there are chunks to do). Nothing is started when nothing is
-    missing. The bank (a path or an fsspec URL) must be reachable by every worker under the same
-    name. The client holds the bank's write lock for its workers for the whole run."""
-    weights = weights or WeightsPolicy()
-    with extraction_session(manifest_path, bank_path, specs, device, weights, retry_failed, wait_lock) as plan:
-        if not plan.chunks:
-            return plan.report([])
-        n_workers = min(workers or default_workers(device), len(plan.chunks))
-        with connect(scheduler, n_workers, device) as client:
-            failures = _run_plan(client, plan, device, weights, progress)
-        return plan.report(failures)
+    to the machine, never more than there are chunks to do), whatever the amount of work
+    (:func:`featbank.extraction.mode.extract` starts a cluster only when it pays). Nothing is
+    started when nothing is missing. The bank (a path or an fsspec URL) must be reachable by every
+    worker under the same name. The client holds the bank's write lock for its workers for the
+    whole run."""
+    return extract(manifest_path, bank_path, specs, scheduler=scheduler,
+                   workers=None if scheduler else workers or default_workers(device), device=device,
+                   weights=weights, retry_failed=retry_failed, progress=progress, wait_lock=wait_lock)
+
+
+def run_on_cluster(plan: ExtractionPlan, chunks: Chunks, scheduler: str | None, workers: int | None,
+                   device: str, weights: WeightsPolicy, bar) -> list[tuple[str, str, str]]:
+    """Extract ``chunks`` of ``plan`` on the cluster at ``scheduler``, or on a LocalCluster of
+    ``workers`` processes (default: sized to the machine; never more than there are chunks),
+    moving ``bar`` per item; return the failures."""
+    n_workers = min(workers or default_workers(device), len(chunks))
+    with connect(scheduler, n_workers, device) as client:
+        return _run_plan(client, plan, chunks, device, weights, bar)
 
 
 class _ItemProgress:
@@ -165,36 +227,34 @@ class _ItemProgress:
             self._shown[chunk] = self._sizes[chunk]
 
 
-def _run_plan(client: Client, plan: ExtractionPlan, device: str, weights: WeightsPolicy,
-              progress: bool) -> list[tuple[str, str, str]]:
-    from tqdm.auto import tqdm
-
+def _run_plan(client: Client, plan: ExtractionPlan, chunks: Chunks, device: str, weights: WeightsPolicy,
+              bar) -> list[tuple[str, str, str]]:
     spec_of = {ex.key: spec for ex, spec in zip(plan.extractors, plan.specs)}
     options = {"resources": {"GPU": 1}} if uses_gpu(device) else {}
     topic = f"featbank-progress-{uuid.uuid4().hex[:8]}"
-    names = {chunk: f"featbank-chunk-{chunk}-{uuid.uuid4().hex[:8]}" for chunk in plan.chunks}
+    names = {chunk: f"featbank-chunk-{chunk}-{uuid.uuid4().hex[:8]}" for chunk in chunks}
+    progress = not bar.disable
     failures: list[tuple[str, str, str]] = []
-    with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
-        tracker = _ItemProgress(bar, {names[chunk]: len(work) for chunk, work in plan.chunks.items()})
-        if progress:  # subscribed before submitting, so no item's event is missed
-            client.subscribe_topic(topic, tracker.on_event)
-        try:
-            futures = {}
-            for chunk, work in plan.chunks.items():
-                future = client.submit(
-                    run_chunk, plan.bank.location,
-                    {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
-                    {row: item_text(plan.paths[row]) for row in work}, {row: plan.ids[row] for row in work},
-                    {row: plan.texts[row] for row in work if row in plan.texts}, tuple(plan.specs), device,
-                    weights, (topic, names[chunk]) if progress else None,
-                    key=names[chunk], retries=TASK_RETRIES, pure=False, **options,
-                )
-                futures[future] = names[chunk]
-            for future in as_completed(futures):
-                failures += future.result()
-                tracker.chunk_done(futures[future])
-                bar.set_postfix(failed=len(failures))
-        finally:
-            if progress:
-                client.unsubscribe_topic(topic)
+    tracker = _ItemProgress(bar, {names[chunk]: len(work) for chunk, work in chunks.items()})
+    if progress:  # subscribed before submitting, so no item's event is missed
+        client.subscribe_topic(topic, tracker.on_event)
+    try:
+        futures = {}
+        for chunk, work in chunks.items():
+            future = client.submit(
+                run_chunk, plan.bank.location,
+                {row: [spec_of[ex.key] for ex in exs] for row, exs in work.items()},
+                {row: item_text(plan.paths[row]) for row in work}, {row: plan.ids[row] for row in work},
+                {row: plan.texts[row] for row in work if row in plan.texts}, tuple(plan.specs), device,
+                weights, (topic, names[chunk]) if progress else None,
+                key=names[chunk], retries=TASK_RETRIES, pure=False, **options,
+            )
+            futures[future] = names[chunk]
+        for future in as_completed(futures):
+            failures += future.result()
+            tracker.chunk_done(futures[future])
+            bar.set_postfix(failed=len(failures))
+    finally:
+        if progress:
+            client.unsubscribe_topic(topic)
     return failures

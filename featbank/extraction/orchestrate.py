@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,10 @@ from featbank.io.manifest import Manifest, MediaItem, load_manifest
 from featbank.extraction.weights import WeightsPolicy
 
 
+Chunks = dict[int, dict[int, list[Extractor]]]
+"""Work grouped by bank chunk: chunk index -> bank row -> extractors still to run on it."""
+
+
 @dataclass
 class ExtractReport:
     """What one ``extract`` run did: per extractor key, how many rows ended in each status."""
@@ -38,6 +43,8 @@ class ExtractReport:
     already_done: int
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (video_id, key, error)
+    mode: str = ""
+    """How the work ran (in this process, or on which cluster, and why), for the user to read."""
 
     @property
     def n_failed(self) -> int:
@@ -184,48 +191,53 @@ class ExtractionPlan:
     specs: list[str]
     extractors: list[Extractor]
     rows: np.ndarray
-    chunks: dict[int, dict[int, list[Extractor]]]
+    chunks: Chunks
     paths: dict[int, MediaItem]
     ids: dict[int, str]
     texts: dict[int, dict[str, str]]
+    setup_s: float = 0.0
+    """Seconds this process took to build and set up the extractors (module imports, weights): the
+    start-up every worker of a cluster repeats before its first item."""
 
     @property
     def n_items(self) -> int:
         return sum(len(work) for work in self.chunks.values())
 
-    def report(self, failures: list[tuple[str, str, str]]) -> ExtractReport:
+    def report(self, failures: list[tuple[str, str, str]], mode: str = "") -> ExtractReport:
         """Final counts per extractor over the manifest's rows, read back from the bank."""
         unique = np.unique(self.rows)
-        report = ExtractReport(items=len(unique), already_done=len(unique) - self.n_items, failures=failures)
+        report = ExtractReport(items=len(unique), already_done=len(unique) - self.n_items, failures=failures,
+                               mode=mode)
         for ex in self.extractors:
             report.counts[ex.key] = self.bank.counts(ex.key, unique)
         return report
 
 
 def _prepared(manifest_path: str | Path, specs: Sequence[str], device: str,
-              weights: WeightsPolicy | None) -> tuple[Manifest, list[Extractor]]:
-    """The manifest, validated, and its extractors set up (missing weights fail here, before any
-    decoding or any write)."""
+              weights: WeightsPolicy | None) -> tuple[Manifest, list[Extractor], float]:
+    """The manifest, validated, its extractors set up (missing weights fail here, before any
+    decoding or any write), and the seconds that set-up took."""
     manifest = load_manifest(manifest_path)
+    start = time.perf_counter()
     exs = [extractors.create(s) for s in specs]
     for ex in exs:
         ex.setup(device, weights)
-    return manifest, exs
+    return manifest, exs, time.perf_counter() - start
 
 
 def _plan(bank: FeatureBank, manifest: Manifest, exs: list[Extractor], specs: Sequence[str],
-          rows: np.ndarray, retry_failed: bool) -> ExtractionPlan:
+          rows: np.ndarray, retry_failed: bool, setup_s: float = 0.0) -> ExtractionPlan:
     """The missing work of ``rows`` (the manifest's bank rows), grouped by chunk."""
     paths: dict[int, MediaItem] = {}
     ids: dict[int, str] = {}
     for row, path, vid in zip(rows.tolist(), manifest.media_paths(), manifest.video_ids):
         paths.setdefault(row, path)
         ids.setdefault(row, vid)
-    chunks: dict[int, dict[int, list[Extractor]]] = defaultdict(dict)
+    chunks: Chunks = defaultdict(dict)
     for row, exs_for_row in pending_work(bank, rows, exs, retry_failed).items():
         chunks[row // ROW_CHUNK][row] = exs_for_row
     return ExtractionPlan(bank, list(specs), exs, rows, dict(sorted(chunks.items())), paths, ids,
-                          item_texts(manifest, rows, exs))
+                          item_texts(manifest, rows, exs), setup_s)
 
 
 def _register(bank: FeatureBank, manifest: Manifest, exs: list[Extractor], specs: Sequence[str],
@@ -272,9 +284,9 @@ def plan_extraction(manifest_path: str | Path, bank_path: str | Path, specs: Seq
                     retry_failed: bool = False) -> ExtractionPlan:
     """Validate, set up extractors, register the manifest's items and groups in the bank, and list
     the missing work by chunk. Takes no lock: :func:`extraction_session` is the safe entry."""
-    manifest, exs = _prepared(manifest_path, specs, device, weights)
+    manifest, exs, setup_s = _prepared(manifest_path, specs, device, weights)
     bank = FeatureBank(bank_path)
-    return _plan(bank, manifest, exs, specs, _register(bank, manifest, exs, specs), retry_failed)
+    return _plan(bank, manifest, exs, specs, _register(bank, manifest, exs, specs), retry_failed, setup_s)
 
 
 @contextmanager
@@ -288,7 +300,7 @@ def extraction_session(manifest_path: str | Path, bank_path: str | Path, specs: 
     When the bank already holds everything asked, the plan is empty and made without the lock or
     any write.
     """
-    manifest, exs = _prepared(manifest_path, specs, device, weights)
+    manifest, exs, setup_s = _prepared(manifest_path, specs, device, weights)
     existing = _existing_bank(bank_path)
     digests = digest_paths(manifest.media_paths(), existing.hash_cache() if existing else {})
     settled = existing and _settled_plan(existing, manifest, exs, specs, digests, retry_failed)
@@ -300,27 +312,45 @@ def extraction_session(manifest_path: str | Path, bank_path: str | Path, specs: 
     with write_session(bank_path, wait=wait_lock):
         bank = FeatureBank(bank_path)
         rows = _register(bank, manifest, exs, specs, digests)
-        yield _plan(bank, manifest, exs, specs, rows, retry_failed)
+        yield _plan(bank, manifest, exs, specs, rows, retry_failed, setup_s)
+
+
+def progress_bar(total: int, enabled: bool):
+    """The one progress bar of a run, moved per finished item whichever way the run goes."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="extract", unit="item", disable=not enabled)
+
+
+def run_here(plan: ExtractionPlan, chunks: Chunks, bar,
+             on_item: Callable[[], None] | None = None) -> list[tuple[str, str, str]]:
+    """Extract and commit ``chunks`` of ``plan`` in this process, one chunk at a time; return the
+    failures. ``on_item`` is called after each item, besides moving ``bar``."""
+    failures: list[tuple[str, str, str]] = []
+
+    def item_done() -> None:
+        bar.update()
+        if on_item:
+            on_item()
+
+    for work in chunks.values():
+        failures += process_chunk(plan.bank, work, plan.paths, plan.ids, plan.texts, on_item=item_done)
+        bar.set_postfix(failed=len(failures))
+    return failures
 
 
 def extract_manifest(manifest_path: str | Path, bank_path: str | Path, specs: Sequence[str],
                      device: str = "cpu", weights: WeightsPolicy | None = None, retry_failed: bool = False,
                      progress: bool = True, wait_lock: float = 0.0) -> ExtractReport:
     """Bring the bank up to date for every item of the manifest and every requested extractor,
-    in this process, committing chunk by chunk (see :mod:`featbank.extraction.distributed` for many workers).
-    Another writer on the bank is waited for up to ``wait_lock`` seconds, then refused (BankError)."""
-    from tqdm.auto import tqdm
-
-    failures: list[tuple[str, str, str]] = []
+    in this process, committing chunk by chunk (:func:`featbank.extraction.mode.extract` picks
+    between this and a dask cluster by the work). Another writer on the bank is waited for up to
+    ``wait_lock`` seconds, then refused (BankError)."""
     with extraction_session(manifest_path, bank_path, specs, device, weights, retry_failed, wait_lock) as plan:
-        with tqdm(total=plan.n_items, desc="extract", unit="item", disable=not progress) as bar:
-            for work in plan.chunks.values():
-                failures += process_chunk(plan.bank, work, plan.paths, plan.ids, plan.texts,
-                                          on_item=lambda: bar.update())
-                bar.set_postfix(failed=len(failures))
-        return plan.report(failures)
+        with progress_bar(plan.n_items, progress) as bar:
+            failures = run_here(plan, plan.chunks, bar)
+        return plan.report(failures, "in this process")
 
 
-__all__ = ["ExtractReport", "ExtractionPlan", "extract_manifest", "extraction_session", "pending_work",
-           "plan_extraction",
-           "process_chunk", "register_manifest"]
+__all__ = ["Chunks", "ExtractReport", "ExtractionPlan", "extract_manifest", "extraction_session", "pending_work",
+           "plan_extraction", "process_chunk", "progress_bar", "register_manifest", "run_here"]
