@@ -28,6 +28,7 @@ MODULES: dict[str, str] = {
     "liqe": "extractors.liqe",
     "qalign": "extractors.qalign",
     "slowfast": "extractors.slowfast",
+    "spectral": "extractors.spectral",
     "timm": "extractors.timm_backbone",
 }
 """Extractor name -> the module whose import registers it. Add a new extractor here."""
