@@ -19,7 +19,11 @@ repeated, and is summarised by its median:
 Ratios printed: decode-only / fastest floor candidate (goal <= 1.2), one pass / decode-only + audio
 (goal <= 1.3) and K passes / one pass (the saving of decoding once; K video extractors would need
 >= 0.8 K, which only K *video* extractors can reach: an audio extractor shares no video decode).
-Minor page faults of one pass per clip are printed too (``ru_minflt``, in-process).
+Minor page faults of one pass per clip are printed too (``ru_minflt``, in-process). Every way runs
+with BLAS held at one thread, as ``featbank extract`` runs each item (``process_chunk``): a threaded
+BLAS spends many times the CPU on the extractors' small matrix products on a busy 2-core machine
+(the audio extractor's gammatone product took 0.8 s under cProfile for two 540p clips, against
+too little to list on one thread), which would measure a path featbank does not take.
 
 A last section checks the reader choice (:meth:`VideoFile.choose_reader`) on a sparse plan (one
 key frame per second): on the first clip above (x264's own key frames, at most 250 frames apart)
@@ -43,6 +47,7 @@ import numpy as np
 import extractors
 from featbank.extraction.decode import STEP_BUFFERS, VideoFile, iter_steps, open_media
 from featbank.extraction.item import extract_item
+from featbank.extraction.orchestrate import single_threaded_blas
 from featbank.extraction.sampling import KeyFrames
 from featbank.extraction.weights import WeightsPolicy
 
@@ -151,13 +156,14 @@ def bench_size(label: str, paths: list[Path], exs: list, repeats: int) -> None:
         "one pass": each(lambda p: extract_item(p, exs)),
         "K passes": each(lambda p: [extract_item(p, [e]) for e in exs]),
     }
-    extract_item(paths[0], exs)  # warm-up: imports, filter designs, buffer pool
-    med, cpu = timed(ways, repeats)
-    faults = []
-    for path in paths:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        extract_item(path, exs)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    with single_threaded_blas():  # as ``extract`` runs every item (process_chunk)
+        extract_item(paths[0], exs)  # warm-up: imports, filter designs, buffer pool
+        med, cpu = timed(ways, repeats)
+        faults = []
+        for path in paths:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            extract_item(path, exs)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     width, height = SIZES[label]
     print(f"\n{len(paths)} clips {width}x{height}, 10 s at {FPS} fps, {len(wanted[paths[0]])} of "
           f"{10 * FPS} frames wanted per clip; median of {repeats}, seconds for all clips")

@@ -381,3 +381,54 @@ def test_encoded_grey_video_reads_its_grey_level_from_the_y_plane(make_video, tm
     _, out = extract_item(path, [ex])
     brightness = out[ex.key].steps[0, hc.FEATURE_NAMES.index("brightness_mean")] * 255
     assert brightness == pytest.approx(level, abs=0.6)
+
+
+# --- Fast paths against plain references ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("h", "w"), [(16, 16), (37, 50), (96, 160), (540, 960)])
+def test_local_moments_equal_scipy_gaussian_filters_with_reflect_edges(h, w):
+    """The banded matrix products are scipy's 7x7 Gaussian (sigma 7/6, 'reflect' edges), for sizes
+    that are and are not multiples of the product's block."""
+    y = natural(h, w, seed=h).astype(np.float32)
+    moments = hc.local_moments(y)
+    for got, plane in zip(moments, (y.astype(np.float64), y.astype(np.float64) ** 2)):
+        expected = ndimage.gaussian_filter(plane, hc.MSCN_SIGMA, radius=hc.MSCN_RADIUS)
+        np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-6 * np.abs(expected).max())
+
+
+def test_mscn_matches_the_float64_formula_and_ignores_brightness_offsets():
+    y = natural(120, 200, seed=3)
+    mean = ndimage.gaussian_filter(y, hc.MSCN_SIGMA, radius=hc.MSCN_RADIUS)
+    deviation = np.sqrt(np.abs(ndimage.gaussian_filter(y * y, hc.MSCN_SIGMA, radius=hc.MSCN_RADIUS) - mean**2))
+    expected = (y - mean) / (deviation + hc.MSCN_C)
+    np.testing.assert_allclose(hc.mscn(y), expected, atol=2e-4)
+    np.testing.assert_allclose(hc.mscn(y + 60), expected, atol=2e-4)
+
+
+@pytest.mark.parametrize("size", [5, 4096, 518_400, 518_401])
+def test_blockwise_dot_and_total_are_float64_accurate(size):
+    rng = np.random.default_rng(size)
+    a, b = (rng.random(size) * 200).astype(np.float32), (rng.standard_normal(size) * 50).astype(np.float32)
+    products = a.astype(np.float64) * b.astype(np.float64)  # of both signs: error relative to their size
+    assert hc.dot(a, b) == pytest.approx(float(products.sum()), abs=1e-7 * float(np.abs(products).sum()))
+    assert hc.total(a) == pytest.approx(float(a.astype(np.float64).sum()), rel=1e-7)
+    mean, variance = hc.mean_and_variance(a)
+    assert mean == pytest.approx(float(a.astype(np.float64).mean()), rel=1e-7)
+    assert variance == pytest.approx(float(a.astype(np.float64).var()), rel=1e-6)
+
+
+def test_temporal_statistics_of_codes_with_a_scale_equal_those_of_the_scaled_luma():
+    """Differencing integer codes and scaling the results is the same as differencing luma."""
+    codes = limited_range_codes(hc.luma(moving_frames(8, 48, 64, seed=2)))
+    scale, offset = 255 / 219, -16 * 255 / 219
+    coded = hc.temporal_statistics(codes, scale)
+    exact = hc.temporal_statistics(codes.astype(np.float64) * scale + offset)
+    for name, value in exact.items():
+        assert coded[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+def test_results_do_not_share_work_arrays_between_calls():
+    first, second = hc.mscn(natural(64, 64, seed=1)), hc.mscn(natural(64, 64, seed=2))
+    assert not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, hc.mscn(natural(64, 64, seed=1)))
