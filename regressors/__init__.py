@@ -46,8 +46,8 @@ LEARNER_TABLE: dict[str, LearnerEntry] = {
                         legacy_types=(*_STANDARDISED_TARGET, "sklearn.svm.SVR")),
     "svr_grid": LearnerEntry("regressors.learners:svr_grid", (
         "regressors.svr_grid.SVRGridRegressor", "sklearn.preprocessing.MinMaxScaler", "sklearn.svm.SVR")),
-    "elasticnet": LearnerEntry("regressors.learners:elasticnet", ("sklearn.linear_model.ElasticNetCV",),
-                               min_train=5),
+    "elasticnet": LearnerEntry("regressors.learners:elasticnet", ("regressors.elasticnet.SelfTunedElasticNet",),
+                               min_train=5, legacy_types=("sklearn.linear_model.ElasticNetCV",)),
     "lightgbm": LearnerEntry("regressors.learners:lightgbm", ("lightgbm.LGBMRegressor", "lightgbm.Booster")),
     "mlp": LearnerEntry("regressors.learners:mlp", ("regressors.mlp.MLPHeadRegressor", "regressors.mlp.TargetColumn"),
                         shared_fit="regressors.mlp:fit_multi_output"),

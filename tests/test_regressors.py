@@ -435,3 +435,14 @@ def test_mlp_fits_every_target_with_one_shared_trunk(problem, tmp_path: Path) ->
     np.testing.assert_array_equal(load_learner(tmp_path / "column.skops").predict(X_test), second)
     single = fit_targets("mlp", X, y[:, None], random_state=0)[0]
     np.testing.assert_array_equal(single.predict(X_test), make_learner("mlp", random_state=0).fit(X, y).predict(X_test))
+
+
+def test_elasticnet_hands_its_choice_to_fits_on_subsets(problem) -> None:
+    X, y, X_test, _ = problem
+    fitted = make_learner("elasticnet").fit(X, y)
+    search = fitted.steps[-1][1]
+    fixed = search.selected()
+    assert (fixed.alpha, fixed.l1_ratio) == (search.alpha_, search.l1_ratio_)
+    Z = fitted[:-1].transform(X)
+    np.testing.assert_allclose(fixed.fit(Z, y).predict(fitted[:-1].transform(X_test)), fitted.predict(X_test),
+                               rtol=1e-6, atol=1e-8)

@@ -12,7 +12,7 @@ reaches its weights. In a pooled round
 the *set* of excluded folds: k single-fold fits plus k(k-1)/2 pair fits per base, target and
 round instead of k². In a held-out round (VIDEVAL, holdout, random splits) the pairs are the
 test part plus one inner fold of the training part; learners that choose hyper-parameters on
-their training data and can hand the choice over (``selected()``, e.g. svr_grid) reuse the
+their training data and can hand the choice over (``selected()``: svr_grid, elasticnet) reuse the
 choice of the round's outer fit in its inner fits (it saw only the training part).
 
 ``stack_mode="oof"`` is the cheaper stack most scripts use: in a pooled round its meta-learner
@@ -243,7 +243,7 @@ def evaluate(
     within its training part); ``Y`` is (n, targets). Fits run in parallel with joblib over
     independent (round, base, excluded folds) jobs, each fitting every target with the work the
     targets share done once; ``progress(done, total)`` counts per-target fits.
-    ``reuse_selected=False`` re-runs svr_grid's search in every inner fit of held-out rounds
+    ``reuse_selected=False`` re-runs svr_grid's and elasticnet's searches in every inner fit of held-out rounds
     (same protocol, 5x the SVR cost). ``keep_models`` keeps every split's fitted bases in
     ``Evaluation.split_models`` (what an ensemble of the split models is made of).
     """
