@@ -63,6 +63,7 @@ LEARNERS: tuple[str, ...] = tuple(LEARNER_TABLE)
 _LAZY = {
     "make_learner": "regressors.learners",
     "fit_targets": "regressors.learners",
+    "predict_targets": "regressors.learners",
     "load_learner": "regressors.persist",
     "save_learner": "regressors.persist",
     "MLPHeadRegressor": "regressors.mlp",

@@ -19,14 +19,9 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.metrics.pairwise import euclidean_distances
+from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted, validate_data
-
-
-def squared_distances(A: np.ndarray, B: np.ndarray | None = None) -> np.ndarray:
-    """``(len(A), len(B))`` squared Euclidean distances by one matrix product, clipped at zero."""
-    return euclidean_distances(A, A if B is None else B, squared=True)
 
 
 def scale_gamma(X: np.ndarray) -> float:
@@ -59,7 +54,7 @@ class KernelSVR(RegressorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> KernelSVR:
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
         gamma = self._gamma(X)
-        return self.fit_kernel(np.exp(-gamma * squared_distances(X)), X, y, gamma)
+        return self.fit_kernel(rbf_kernel(X, gamma=gamma), X, y, gamma)
 
     def fit_kernel(self, K: np.ndarray, X: np.ndarray, y: np.ndarray, gamma: float) -> KernelSVR:
         """Fit on the training kernel ``K`` of ``X`` (computed with ``gamma``): the shared-kernel path."""
@@ -77,7 +72,7 @@ class KernelSVR(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        kernel = np.exp(-self.gamma_ * squared_distances(X, self.support_vectors_))
+        kernel = rbf_kernel(X, self.support_vectors_, gamma=self.gamma_)
         return (kernel @ self.dual_coef_ + self.intercept_) * self.y_scale_ + self.y_mean_
 
 
@@ -85,5 +80,5 @@ def fit_shared_kernel(model: KernelSVR, X: np.ndarray, Y: np.ndarray) -> list[Ke
     """One fitted copy of ``model`` per column of ``Y``, all on one kernel of ``X``."""
     X = np.asarray(X, dtype=np.float64)
     gamma = model._gamma(X)
-    K = np.exp(-gamma * squared_distances(X))
+    K = rbf_kernel(X, gamma=gamma)
     return [clone(model).fit_kernel(K, X, Y[:, j], gamma) for j in range(Y.shape[1])]

@@ -26,7 +26,7 @@ from featbank.errors import UsageError
 from regressors import LEARNER_TABLE, LEARNERS, resolve
 from regressors.elasticnet import SelfTunedElasticNet
 from regressors.kernel_svr import KernelSVR
-from regressors.mlp import MLPHeadRegressor
+from regressors.mlp import MLPHeadRegressor, TargetColumn
 from regressors.svr_grid import SVRGridRegressor
 
 
@@ -137,3 +137,23 @@ def fit_targets(name: str, X: np.ndarray, Y: np.ndarray, random_state: int = 0,
     else:
         models = [clone(template.steps[-1][1]).fit(Z, Y[:, j]) for j in range(Y.shape[1])]
     return [Pipeline([*preprocess.steps, ("model", model)]) for model in models]
+
+
+def predict_targets(models: list[Pipeline], X: np.ndarray) -> np.ndarray:
+    """``(n, targets)`` predictions of the pipelines :func:`fit_targets` returned, doing once what they share.
+
+    The pipelines share one fitted imputer and scaler, applied here once; heads fitted for every
+    target at once (the MLP's :class:`~regressors.mlp.TargetColumn` views) run once.
+    """
+    Z = Pipeline(models[0].steps[:-1]).transform(X)
+    heads: dict[int, np.ndarray] = {}
+    columns = []
+    for model in models:
+        step = model.steps[-1][1]
+        if isinstance(step, TargetColumn):
+            if id(step.estimator) not in heads:
+                heads[id(step.estimator)] = step.estimator.predict(Z)
+            columns.append(heads[id(step.estimator)][:, step.column])
+        else:
+            columns.append(step.predict(Z))
+    return np.column_stack(columns)

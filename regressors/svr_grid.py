@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featbank.learning.metrics import MIN_SAMPLES, rmse
-from regressors.kernel_svr import squared_distances
 
 VIDEVAL_C: tuple[float, ...] = tuple(2.0**k for k in range(1, 11))
 """C = 2^1 .. 2^10, VIDEVAL's ``np.logspace(1, 10, 10, base=2)``."""
@@ -106,7 +106,8 @@ class SVRGridRegressor(RegressorMixin, BaseEstimator):
         )
         scaler = MinMaxScaler().fit(X_fit)
         X_fit, X_val = scaler.transform(X_fit), scaler.transform(X_val)
-        D_fit, D_val = squared_distances(X_fit), squared_distances(X_val, X_fit)
+        D_fit = euclidean_distances(X_fit, squared=True)
+        D_val = euclidean_distances(X_val, X_fit, squared=True)
         job = delayed(_validation_rmses)
         args = [(D_fit, y_fit, D_val, y_val, self.C_grid, gamma, self.epsilon) for gamma in self.gamma_grid]
         if self.n_jobs > 1:

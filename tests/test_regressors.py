@@ -446,3 +446,13 @@ def test_elasticnet_hands_its_choice_to_fits_on_subsets(problem) -> None:
     Z = fitted[:-1].transform(X)
     np.testing.assert_allclose(fixed.fit(Z, y).predict(fitted[:-1].transform(X_test)), fitted.predict(X_test),
                                rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["svr", "mlp"])
+def test_predict_targets_equals_each_pipeline_predicting_alone(problem, name: str) -> None:
+    from regressors import fit_targets, predict_targets
+
+    X, y, X_test, _ = problem
+    fitted = fit_targets(name, X, np.column_stack([y, 2 * y]), random_state=1)
+    np.testing.assert_array_equal(predict_targets(fitted, X_test),
+                                  np.column_stack([model.predict(X_test) for model in fitted]))

@@ -41,7 +41,7 @@ from featbank.errors import FeatbankError, ManifestError, UsageError
 from featbank.learning.metrics import MIN_SAMPLES, score
 from featbank.learning.protocols import Protocol, Round, split_numbers
 from featbank.learning.results import STACK, Evaluation
-from regressors import LEARNER_TABLE, fit_targets, make_learner
+from regressors import LEARNER_TABLE, fit_targets, make_learner, predict_targets
 
 Progress = Callable[[int, int], None]
 
@@ -131,7 +131,7 @@ def _run_job(X: np.ndarray, Y: np.ndarray, rnd: Round, learner: str, exclusions:
             templates = [_inner_template(model) for model in models]
         if keep and len(excluded) == 1:
             kept = models
-        out.append(np.column_stack([model.predict(X[test]) for model in models]))
+        out.append(predict_targets(models, X[test]))
     return out, kept
 
 
@@ -139,17 +139,22 @@ STACK_MODES = ("nested", "oof")
 """How the stack's meta-learner is trained and scored (see the module docstring)."""
 
 
+def _fits_pairs(rnd: Round, stack: bool, stack_mode: str) -> bool:
+    """Whether the stack of ``rnd`` needs models fitted without two folds (see the module docstring)."""
+    return stack and (stack_mode == "nested" or not rnd.pooled)
+
+
 def _jobs(rounds: list[Round], n_bases: int, stack: bool, stack_mode: str, reuse_selected: bool) -> list[_Job]:
     jobs = []
-    pairs = stack and stack_mode == "nested"
     for r, rnd in enumerate(rounds):
         folds = rnd.fold_ids
+        pairs = _fits_pairs(rnd, stack, stack_mode)
         for b in range(n_bases):
             if rnd.pooled:
                 exclusions = [(f,) for f in folds] + (list(itertools.combinations(folds, 2)) if pairs else [])
                 jobs += [_Job(r, b, (e,), False) for e in exclusions]
             else:
-                inner = [(0, g) for g in folds if g != 0] if stack else []
+                inner = [(0, g) for g in folds if g != 0] if pairs else []
                 jobs.append(_Job(r, b, ((0,), *inner), reuse_selected))
     return jobs
 
@@ -169,7 +174,7 @@ def _check_sizes(rounds: list[Round], stack: bool, stack_mode: str, learners: Se
             raise UsageError(f"round {r} scores {scored} sample(s); correlations after the logistic need at "
                              f"least {MIN_SAMPLES}: use fewer folds or a larger test part")
         excluded = [sizes[f] for f in rnd.test_folds]
-        pairs = stack and (stack_mode == "nested" or not rnd.pooled)
+        pairs = _fits_pairs(rnd, stack, stack_mode)
         if pairs:
             excluded += [sizes[f] + sizes[g] for f in rnd.test_folds for g in sizes if g != f]
         smallest = total - max(excluded)
@@ -207,7 +212,7 @@ def _blend(cache: Cache, rnd: Round, y: np.ndarray, outer: np.ndarray,
     stacked = np.full(len(y), np.nan)
     metas: dict[int, LinearRegression] = {}
     for f in rnd.test_folds:
-        if rnd.pooled and stack_mode == "oof":
+        if not _fits_pairs(rnd, True, stack_mode):
             level1 = outer
         else:
             level1 = np.full_like(outer, np.nan)
