@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import multiprocessing
+import os
 import shutil
 import signal
 import sys
@@ -121,34 +123,63 @@ WRITES_ROWS = frozenset({"extract", "predict", "demo", "import"})
 """Commands that commit bank rows as they go: an interrupted one resumes where it stopped."""
 
 
+INTERRUPT_GRACE_S = 45.0
+"""Seconds an interrupted run has to stop its workers and exit before it is ended forcibly."""
+
+
 @contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM (``kill``, a batch scheduler's stop) end any command the way Ctrl-C does.
+def interrupts_end_the_run() -> Iterator[None]:
+    """Let SIGINT and SIGTERM end any command the same way, and in bounded time.
 
     Python's default SIGTERM ends the process at once: a cluster's workers, or joblib's worker
     processes of a ``fit``, were left running, and the bank's lock to be taken over as stale. As
-    KeyboardInterrupt it goes through the same path as Ctrl-C: workers stopped, lock released,
-    exit 130, committed rows kept. Only the main thread can set a handler; elsewhere (an embedding
+    KeyboardInterrupt it goes through the Ctrl-C path: workers stopped, lock released, exit 130,
+    committed rows kept. That path runs third-party clean-up (loky's executor, dask's cluster,
+    their interpreter-exit hooks), which once in a CI run hung past 120 s after a SIGTERM; so the
+    first signal also arms a watchdog that kills the run's child processes and exits with 130
+    once :data:`INTERRUPT_GRACE_S` has passed. Nothing is lost by that: every bank row is
+    committed atomically. Only the main thread can set handlers; elsewhere (an embedding
     program) this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A SIGINT the parent chose to ignore (a job started with `&` by a script) stays ignored.
+    signals = [signal.SIGTERM] + [signal.SIGINT] * (signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_watchdog: threading.Timer | None = None
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    global _watchdog
+    if _watchdog is None:
+        _watchdog = threading.Timer(INTERRUPT_GRACE_S, _end_now)
+        _watchdog.daemon = True  # runs through interpreter shutdown, never holds it up
+        _watchdog.start()
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _end_now() -> None:
+    """The watchdog's last resort: kill the child processes clean-up did not stop, exit 130."""
+    for child in multiprocessing.active_children():
+        child.kill()
+    sys.stderr.write(f"featbank: interrupted; clean-up did not finish in {INTERRUPT_GRACE_S:.0f} s, "
+                     "ended without it (committed rows are kept)\n")
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with terminate_as_interrupt():
+        with interrupts_end_the_run():
             return args.handler(args)
     except FeatbankError as exc:
         print(f"featbank {args.command}: error: {exc}", file=sys.stderr)
