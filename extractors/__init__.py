@@ -29,6 +29,7 @@ MODULES: dict[str, str] = {
     "qalign": "extractors.qalign",
     "slowfast": "extractors.slowfast",
     "spectral": "extractors.spectral",
+    "templates": "extractors.templates",
     "timm": "extractors.timm_backbone",
 }
 """Extractor name -> the module whose import registers it. Add a new extractor here."""

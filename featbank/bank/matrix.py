@@ -15,7 +15,7 @@ import pandas as pd
 import extractors
 from featbank.bank.hashing import digest_paths
 from featbank.bank.schema import ABSENT, FAILED, OK, PENDING, GroupSchema
-from featbank.errors import BankError
+from featbank.errors import BankError, FeatbankError
 from featbank.io.manifest import Manifest, VirtualItem
 
 if TYPE_CHECKING:  # (not imported at run time: `featbank status` reads banks without zarr)
@@ -72,7 +72,7 @@ def resolve_key(bank: FeatureBank, spec: str, rows: np.ndarray | None = None) ->
     files (KoNViD's and LIVE-VQC's VIDEVAL) resolves to the one group that holds every one of
     ``rows``, the manifest's items: the files cover different items, so at most one fits.
     """
-    if "@" in spec:
+    if "@" in spec and ":" not in spec:  # a bank key: keys have no ":", a spec may hold "@" (templates:M@SET)
         bank.group(spec)
         return spec
     keys = bank.keys_for(spec)
@@ -83,7 +83,7 @@ def resolve_key(bank: FeatureBank, spec: str, rows: np.ndarray | None = None) ->
                         f"`featbank extract --manifest M --extractor {spec}` (or `featbank import` "
                         f"for a feature file) first")
     if spec.partition(":")[0] in extractors.REGISTRY:
-        default = extractors.create(spec).key
+        default = _default_key(spec)
         if default in keys:
             return default
     elif rows is not None:
@@ -91,6 +91,14 @@ def resolve_key(bank: FeatureBank, spec: str, rows: np.ndarray | None = None) ->
         if len(covering) == 1:
             return covering[0]
     raise BankError(f"{spec!r} is ambiguous in {bank.path}: name one of {', '.join(keys)}")
+
+
+def _default_key(spec: str) -> str | None:
+    """The key the extractor ``spec`` names now; None when the spec alone builds none (bare ``timm``)."""
+    try:
+        return extractors.create(spec).key
+    except FeatbankError:
+        return None
 
 
 def _not_yet(bank: FeatureBank, key: str) -> str:
