@@ -13,7 +13,14 @@ from tabulate import tabulate
 import extractors
 from extractors.base import Extractor
 from featbank.errors import FeatbankError
-from featbank.extraction.weights import WeightsPolicy, WeightsSpec, candidates, expected_sha256, import_weights, resolve
+from featbank.extraction.weights import (
+    WeightsPolicy,
+    WeightsSpec,
+    candidates,
+    expected_sha256,
+    import_weights,
+    resolve,
+)
 
 
 def _with_weight_variants(names: list[str]) -> list[str]:
@@ -56,23 +63,83 @@ def list_weights(specs: list[str] | None, directory: Path | None) -> str:
     return "\n".join([where, table, *notes])
 
 
-def verify_weights(specs: list[str] | None, directory: Path | None, load: bool = False) -> tuple[str, bool]:
+def verify_weights(specs: list[str] | None, directory: Path | None, load: bool = False,
+                   reference_dirs: list[Path] | None = None, device: str = "cpu") -> tuple[str, bool]:
     """Check every checkpoint's presence, checksum and that it reads as a checkpoint (with ``load``,
-    a strict load into the architecture instead). Returns the report and whether everything passed."""
+    a strict load into the architecture instead). With ``reference_dirs`` (``--reference``), also run
+    the published examples of the checkpoints that passed (:func:`reference_report`). Returns the
+    report and whether everything passed."""
     policy = WeightsPolicy(directory=directory, accept_non_commercial=True)  # checking is not using
-    lines, ok = [], True
+    lines, ok, verified = [], True, set()
     chosen, notes = weighted_extractors(specs)
     for spec, ex in chosen:
         try:
             found = resolve(ex.weights, policy)
             (ex.verify_checkpoint if load else ex.check_checkpoint)(found.path)
+            verified.add(ex.weights.filename)
             lines.append(f"OK       {spec}: {found.path} sha256 {found.sha256} ({found.pinned_by})"
                          + (", loads strictly" if load else ", reads as a checkpoint (--load also "
                                                             "checks names and shapes)"))
         except FeatbankError as exc:
             ok = False
             lines.append(f"PROBLEM  {spec}: {exc}")
-    return "\n".join(lines + notes), ok
+    report = lines + notes
+    if reference_dirs is not None:
+        table, passed = reference_report(chosen, verified, policy, reference_dirs, device)
+        report += ["", table]
+        ok = ok and passed
+    return "\n".join(report), ok
+
+
+def _values(values: tuple[float, ...]) -> str:
+    return " / ".join(f"{v:.5f}" for v in values)
+
+
+def reference_report(chosen: list[tuple[str, Extractor]], verified: set[str], policy: WeightsPolicy,
+                     directories: list[Path], device: str) -> tuple[str, bool]:
+    """Run the reference case (:mod:`featbank.extraction.reference`) of every chosen checkpoint that
+    verified, each on its extractor built with that checkpoint on ``device``; the inputs are looked
+    up in ``directories``. A case whose weights are absent or whose input is missing is reported as
+    skipped, with the reason, and is not a failure. Returns the table with its notes, and whether
+    no case that ran failed."""
+    from featbank.extraction.reference import CASES, run_case
+
+    asked = {ex.weights.filename: spec for spec, ex in chosen}
+    rows, notes, ok, covered = [], [], True, set()
+    for case in CASES:
+        ex = extractors.create(case.extractor)
+        if ex.weights.filename not in asked:
+            continue
+        covered.add(ex.weights.filename)
+        row = [case.extractor, case.name, _values(case.expected)]
+        tolerance = f"{case.tolerance:g}"
+        if ex.weights.filename not in verified:
+            present = any(p.is_file() for p in candidates(ex.weights, policy.directory))
+            rows.append([*row, "", "", tolerance, f"skipped: weights {'did not verify' if present else 'absent'}"])
+            continue
+        path = case.input.find(directories)
+        if path is None:
+            rows.append([*row, "", "", tolerance, "skipped: reference input missing"])
+            notes.append(f"{case.extractor}: {case.input.missing(directories)}")
+            continue
+        try:
+            ex.setup(device, policy)
+            result = run_case(case, ex, path)
+        except FeatbankError as exc:  # an unreadable input, an unusable device
+            ok = False
+            rows.append([*row, "", "", tolerance, "FAIL"])
+            notes.append(f"{case.extractor}: {exc}")
+            continue
+        ok = ok and result.passed
+        rows.append([*row, _values(result.measured), f"{result.diff:.5f}", tolerance,
+                     "PASS" if result.passed else "FAIL"])
+        notes.append(f"{case.extractor}: {result.note}; expected: {case.provenance}")
+    without = sorted(spec for filename, spec in asked.items() if filename not in covered)
+    if without:
+        notes.append(f"no published reference example for: {', '.join(without)}")
+    table = [tabulate(rows, headers=["extractor", "case", "expected", "measured", "|diff|", "tolerance", "verdict"],
+                      disable_numparse=True)]  # keep the 5 decimals: 0.00000 is a measured difference, not "0"
+    return "\n".join(["reference checks (the authors' published examples):", *(table if rows else []), *notes]), ok
 
 
 def belongs(source: Path, spec: WeightsSpec) -> bool:
