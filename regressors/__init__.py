@@ -29,6 +29,9 @@ class LearnerEntry:
     the work the targets share done once (see :func:`regressors.learners.fit_targets`)."""
     legacy_types: tuple[str, ...] = ()
     """Classes that models saved by earlier featbank versions hold: still loadable."""
+    inputs: str = "pooled"
+    """What it reads of a feature block: ``"pooled"`` (one vector per item) or ``"steps"``
+    (``(items, steps, features)``, NaN on absent steps; the workflow loads them from the bank)."""
 
 
 PIPELINE_TYPES: tuple[str, ...] = (
@@ -53,6 +56,9 @@ LEARNER_TABLE: dict[str, LearnerEntry] = {
                         shared_fit="regressors.mlp:fit_multi_output"),
     "krr": LearnerEntry("regressors.learners:krr", (*_STANDARDISED_TARGET, "sklearn.kernel_ridge.KernelRidge")),
     "ridge": LearnerEntry("regressors.learners:ridge", ("sklearn.linear_model.RidgeCV",), min_train=3),
+    "temporal": LearnerEntry("regressors.learners:temporal", ("regressors.temporal.TemporalHead",
+                                                             "regressors.mlp.TargetColumn"),
+                             shared_fit="regressors.mlp:fit_multi_output", inputs="steps"),
 }
 """Learner name -> its entry. Add a new learner here (and its factory in regressors.learners)."""
 
@@ -68,9 +74,19 @@ _LAZY = {
     "save_learner": "regressors.persist",
     "MLPHeadRegressor": "regressors.mlp",
     "SVRGridRegressor": "regressors.svr_grid",
+    "TemporalHead": "regressors.temporal",
+    "parse_learner": "regressors.spec",
+    "split_learners": "regressors.spec",
 }
 
-__all__ = ["LEARNERS", "LEARNER_TABLE", "LearnerEntry", "PIPELINE_TYPES", *_LAZY]
+__all__ = ["LEARNERS", "LEARNER_TABLE", "LearnerEntry", "PIPELINE_TYPES", "learner_entry", *_LAZY]
+
+
+def learner_entry(spec: str) -> LearnerEntry:
+    """The table entry of a learner spec (``"mlp"``, ``"mlp(hidden=(128,))"``)."""
+    from regressors.spec import parse_learner
+
+    return LEARNER_TABLE[parse_learner(spec).name]
 
 
 def resolve(path: str) -> Any:

@@ -23,10 +23,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from featbank.errors import UsageError
-from regressors import LEARNER_TABLE, LEARNERS, resolve
+from regressors import LEARNER_TABLE, learner_entry, resolve
 from regressors.elasticnet import SelfTunedElasticNet
 from regressors.kernel_svr import KernelSVR
 from regressors.mlp import MLPHeadRegressor, TargetColumn
+from regressors.spec import parse_learner
 from regressors.svr_grid import SVRGridRegressor
 
 
@@ -99,19 +100,40 @@ def ridge(random_state: int) -> RegressorMixin:
     return RidgeCV(alphas=np.logspace(-3, 4, 15))
 
 
-def make_learner(name: str, random_state: int = 0) -> Pipeline:
-    """A fresh, unfitted ``SimpleImputer(median) -> StandardScaler -> model`` pipeline.
+def temporal(random_state: int) -> RegressorMixin:
+    # The seeds' per-second heads (SimpleVQA, RQ-VQA, AutoHome): a 2-layer MLP per step, mean over time.
+    from regressors.temporal import TemporalHead
 
-    ``random_state`` seeds the stochastic models (LightGBM, MLP) and svr_grid's inner selection
-    split; the others ignore it.
+    return TemporalHead(random_state=random_state)
+
+
+def make_learner(spec: str, random_state: int = 0) -> Pipeline:
+    """A fresh, unfitted ``SimpleImputer(median) -> StandardScaler -> model`` pipeline for a learner spec.
+
+    ``spec`` is a name or ``name(key=value, ...)`` (see :mod:`regressors.spec`): the parameters are
+    set on the model step. ``random_state`` seeds the stochastic models (LightGBM, MLP, temporal
+    head) and svr_grid's inner selection split; the others ignore it. A learner reading per-step
+    features (``inputs="steps"``) gets pass-through steps instead: imputing or scaling a
+    ``(items, steps, features)`` array column-wise would destroy its mask, so such a model
+    normalises over the valid steps itself.
     """
-    if name not in LEARNER_TABLE:
-        raise UsageError(f"unknown learner {name!r}; valid learners: {', '.join(LEARNERS)}")
+    parsed = parse_learner(spec)
+    entry = LEARNER_TABLE[parsed.name]
+    model = resolve(entry.factory)(random_state)
+    if parsed.params:
+        valid = model.get_params()
+        unknown = [k for k, _ in parsed.params if k not in valid]
+        if unknown:
+            raise UsageError(f"learner {parsed.name!r} has no parameter {', '.join(unknown)}; its parameters: "
+                             f"{', '.join(k for k in valid if '__' not in k)}")
+        model.set_params(**dict(parsed.params))
+    if entry.inputs == "steps":
+        return Pipeline([("impute", "passthrough"), ("scale", "passthrough"), ("model", model)])
     return Pipeline(
         [
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("scale", StandardScaler()),
-            ("model", resolve(LEARNER_TABLE[name].factory)(random_state)),
+            ("model", model),
         ]
     )
 
@@ -129,7 +151,7 @@ def fit_targets(name: str, X: np.ndarray, Y: np.ndarray, random_state: int = 0,
     template = make_learner(name, random_state)
     preprocess = Pipeline(template.steps[:-1]).fit(X)
     Z = preprocess.transform(X)
-    shared_fit = LEARNER_TABLE[name].shared_fit
+    shared_fit = learner_entry(name).shared_fit
     if templates is not None:
         models = [clone(t).fit(Z, Y[:, j]) for j, t in enumerate(templates)]
     elif shared_fit is not None:

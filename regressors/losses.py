@@ -1,4 +1,4 @@
-"""Training losses for the MLP head, all ``(pred, target) -> scalar`` over one mini-batch.
+"""Training losses for the MLP and temporal heads, all ``(pred, target) -> scalar`` over one mini-batch.
 
 VQA is judged by correlations, not squared error, so besides MSE the head can optimise losses
 that reward getting the *order* or the *linear trend* right. ``pred`` and ``target`` are 1-d
@@ -24,6 +24,19 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((pred - target) ** 2)
 
 
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error (FIEE's L1 term, SJTU-MOE-AI's MAE term): robust to outlying MOS."""
+    return torch.mean(torch.abs(pred - target))
+
+
+def _pearson(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    p = p - p.mean()
+    t = t - t.mean()
+    # Epsilon inside the root: sqrt has an infinite slope at 0, which made the gradient NaN for a
+    # batch with tied targets (or constant predictions), e.g. a 2-sample last batch on MOS ties.
+    return torch.sum(p * t) / torch.sqrt(torch.sum(p**2) * torch.sum(t**2) + _EPS)
+
+
 def plcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``1 - Pearson r`` within the batch; 0 for a perfect linear fit, 2 for a reversed one.
 
@@ -32,12 +45,36 @@ def plcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     DOVER training (Wu et al., ECCV 2022 / ICCV 2023, ``plcc_loss``) and analysed as the
     normalised-MSE family in Li et al., "Norm-in-Norm Loss", ACM MM 2020.
     """
-    p = pred - pred.mean()
-    t = target - target.mean()
-    # Epsilon inside the root: sqrt has an infinite slope at 0, which made the gradient NaN for a
-    # batch with tied targets (or constant predictions), e.g. a 2-sample last batch on MOS ties.
-    r = torch.sum(p * t) / torch.sqrt(torch.sum(p**2) * torch.sum(t**2) + _EPS)
-    return 1.0 - r
+    return 1.0 - _pearson(pred, target)
+
+
+SOFT_RANK_TEMPERATURE = 0.1
+"""Width of the sigmoid that replaces the step in soft ranks, in units of standardised MOS."""
+
+
+def soft_rank(x: torch.Tensor, temperature: float = SOFT_RANK_TEMPERATURE) -> torch.Tensor:
+    """Differentiable ranks: ``rank_i = sum_j sigmoid((x_i - x_j) / temperature)``, the 1-based rank - 0.5.
+
+    The pairwise-sigmoid relaxation of the rank (as in Blondel et al., ICML 2020, compared there
+    with their faster projection; a batch of tens of items makes the O(n^2) form cheap). As the
+    temperature goes to 0 it tends to the average rank, ties included.
+    """
+    return torch.sigmoid((x[:, None] - x[None, :]) / temperature).sum(dim=1)
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Exact ranks with ties averaged (what SRCC uses), without gradient."""
+    greater = (x[:, None] > x[None, :]).sum(dim=1)
+    ties = (x[:, None] == x[None, :]).sum(dim=1)
+    return (greater + 0.5 * (ties + 1)).to(x.dtype)
+
+
+def srcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``1 - Spearman`` with soft ranks of the predictions against the exact ranks of the MOS.
+
+    The differentiable SRCC term of FIEE (L1 + PLCC + SRCC) and SharpMind's teacher (SRCC + PLCC).
+    """
+    return 1.0 - _pearson(soft_rank(pred), _average_ranks(target))
 
 
 def _pair_differences(x: torch.Tensor) -> torch.Tensor:
@@ -90,9 +127,40 @@ def plcc_rank_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 LOSSES: dict[str, Loss] = {
     "mse": mse_loss,
+    "l1": l1_loss,
+    "mae": l1_loss,
     "plcc": plcc_loss,
+    "srcc": srcc_loss,
     "rank": rank_hinge_loss,
     "fidelity": fidelity_loss,
     "plcc+rank": plcc_rank_loss,
 }
-"""Loss name (the MLP head's ``loss`` parameter) -> function."""
+"""Loss name -> function. Heads also take weighted sums of these names, see :func:`resolve_loss`."""
+
+
+def resolve_loss(expression: str) -> Loss:
+    """The loss a head's ``loss`` parameter names: one of :data:`LOSSES` or a weighted sum of them.
+
+    ``"l1+plcc+srcc"`` (FIEE) is the plain sum; ``"fidelity+plcc+0.1*mae"`` (SJTU-MOE-AI) weights a
+    term. A name in :data:`LOSSES` wins over reading it as a sum: ``"plcc+rank"`` keeps FAST-VQA's
+    0.3 weight on the rank term (write ``"plcc+1*rank"`` for the plain sum). ValueError, listing the
+    names, for anything else.
+    """
+    if expression in LOSSES:
+        return LOSSES[expression]
+    terms: list[tuple[float, Loss]] = []
+    for term in expression.split("+"):
+        weight, _, name = term.strip().rpartition("*")
+        try:
+            factor = float(weight) if weight else 1.0
+        except ValueError:
+            factor = None
+        if factor is None or name.strip() not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)} or a sum of them such as 'l1+plcc+srcc' "
+                             f"or 'fidelity+plcc+0.1*mae', got {expression!r}")
+        terms.append((factor, LOSSES[name.strip()]))
+
+    def weighted_sum(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * loss(pred, target) for w, loss in terms)
+
+    return weighted_sum

@@ -223,6 +223,28 @@ def test_fit_on_random_splits_with_a_joined_block_then_predict(track, extracted,
     assert np.isfinite(pd.read_csv(submission)["overall"]).all()
 
 
+def test_the_temporal_head_fits_per_step_features_of_a_joined_block_then_predicts(track, extracted, tmp_path,
+                                                                                   capsys):
+    """``temporal`` reads each block per step (hand-crafted steps and audio seconds on one time grid)
+    beside a pooled learner, is stacked with it, saved and used by ``predict``."""
+    run = tmp_path / "temporal"
+    code = main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted+audio",
+                 "--targets", "temporal,overall", "--protocol", "kfold:3", "--stack", "--bank", str(extracted),
+                 "--out", str(run), "--learners", "ridge,temporal(hidden=16, epochs=20, loss='l1+plcc')",
+                 "--jobs", "1", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    summary = pd.read_csv(run / "summary.csv")
+    assert {m.rsplit("/", 1)[-1] for m in summary["model"]} == {
+        "ridge", "temporal(hidden=16, epochs=20, loss='l1+plcc')", "stack"}
+    ensemble = json.loads((run / "model" / "ensemble.json").read_text())
+    (joined, width), = ensemble["step_blocks"].items()
+    assert "+" in joined and width == ensemble["blocks"][joined] // 2  # pooled is mean and std of the steps
+    submission = tmp_path / "sub.csv"
+    assert main(["predict", "--manifest", str(track / "manifest.csv"), "--model", str(run / "model"),
+                 "--out", str(submission), "--bank", str(extracted), "--no-progress"]) == 0
+    assert np.isfinite(pd.read_csv(submission)[["temporal", "overall"]].to_numpy()).all()
+
+
 def test_protocol_and_folds_together_are_a_usage_error(track, extracted, tmp_path, capsys):
     assert main(["fit", "--manifest", str(track / "manifest.csv"), "--features", "handcrafted",
                  "--protocol", "kfold:3", "--folds", "4", "--bank", str(extracted),

@@ -192,8 +192,9 @@ def test_svr_grid_selects_by_logistic_rmse_on_its_inner_split_and_refits_on_all(
         ]
     )  # fmt: skip
     # The search evaluates the kernel by BLAS, libsvm by its own loop: kernel entries differ in the last
-    # bits, and libsvm stops at a gradient tolerance, so the fits agree to ~1e-7, not to the last bit.
-    np.testing.assert_allclose(model.validation_rmse_, expected, rtol=1e-6)
+    # bits, and libsvm stops at a gradient tolerance (1e-3), so the fits agree to ~1e-6 (1.3e-6 seen in
+    # one of nine cells), not to the last bit; the selected pair below must still be exactly the same.
+    np.testing.assert_allclose(model.validation_rmse_, expected, rtol=1e-5)
     best = np.unravel_index(np.argmin(expected), expected.shape)
     assert (model.C_, model.gamma_) == (SMALL_GRID["C_grid"][best[0]], SMALL_GRID["gamma_grid"][best[1]])
     full = MinMaxScaler().fit(X)

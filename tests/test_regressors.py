@@ -418,7 +418,7 @@ def test_svr_grid_search_on_precomputed_kernels_matches_libsvm_rbf() -> None:
     scaler = MinMaxScaler().fit(X_fit)
     expected = [[rmse(y_val, SVR(C=C, gamma=g).fit(scaler.transform(X_fit), y_fit).predict(scaler.transform(X_val)))
                  for g in (0.05, 0.5, 2.0)] for C in (1.0, 8.0)]
-    np.testing.assert_allclose(grid.validation_rmse_, expected, rtol=1e-6)  # libsvm's stopping tolerance
+    np.testing.assert_allclose(grid.validation_rmse_, expected, rtol=1e-5)  # libsvm's stopping tolerance
 
 
 def test_mlp_fits_every_target_with_one_shared_trunk(problem, tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ def _run(args: argparse.Namespace, default_protocol: str, refit: bool) -> int:
                                 out_dir=args.out, seed=args.seed, n_jobs=args.jobs,
                                 progress=not args.no_progress, refit=refit, track=track,
                                 pairs=None if args.pairs is None else read_pairs(args.pairs),
-                                ensemble=getattr(args, "ensemble", "refit"), stack_mode=args.stack_mode)
+                                ensemble=getattr(args, "ensemble", "refit"), stack_mode=args.stack_mode,
+                                device=args.device)
     print(outcome.text)
     return 0
 

@@ -20,6 +20,13 @@ def csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def learner_list(value: str) -> list[str]:
+    """Comma-separated learner specs; commas inside a spec's parentheses stay in it."""
+    from regressors.spec import split_learners
+
+    return split_learners(value)
+
+
 def add_bank(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bank", default=DEFAULT_BANK,
                    help="Zarr feature bank: a directory or an fsspec URL such as s3://bucket/bank.zarr "
@@ -53,9 +60,11 @@ def weights_policy(args: argparse.Namespace):
 def add_fit_options(p: argparse.ArgumentParser) -> None:
     from regressors import LEARNERS
 
-    p.add_argument("--learners", type=csv_list, default=["svr", "elasticnet", "lightgbm", "mlp"],
+    p.add_argument("--learners", type=learner_list, default=["svr", "elasticnet", "lightgbm", "mlp"],
                    help=f"base learners, comma-separated, from: {', '.join(LEARNERS)} "
-                        "(default: svr,elasticnet,lightgbm,mlp)")
+                        "(default: svr,elasticnet,lightgbm,mlp); a learner takes parameters as "
+                        "NAME(key=value, ...), e.g. 'mlp(hidden=(128,), loss=\"l1+plcc+srcc\")' or "
+                        "'temporal(pooling=\"attention\")' (temporal reads per-step features)")
     p.add_argument("--protocol", default=None, metavar="SPEC",
                    help="how samples are split for scoring (see 'protocols' below)")
     p.add_argument("--folds", type=int, default=None, help="shorthand for --protocol kfold:FOLDSxREPEATS")
@@ -69,6 +78,9 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
                         "oof: the meta-learner is trained on the other folds' out-of-fold predictions, k fits per "
                         "base (3x fewer at k=5) for a slightly optimistic stack score")
     p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default: all cores)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device the torch heads (mlp, temporal) train on, e.g. cuda (default: cpu); "
+                        "use --jobs 1 with one GPU")
 
 
 def protocol_epilog(default: str) -> str:

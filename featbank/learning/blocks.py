@@ -1,5 +1,7 @@
 """Feature blocks as learners see them: each named group alone, or several joined into one matrix.
 
+A block is read pooled (one vector per item) by most learners, and per step by the temporal head.
+
 ``--features videval,brisque`` gives two blocks, so each learner fits each block separately and
 only the stack blends them; ``--features videval+brisque`` gives one block whose columns are both
 groups side by side, so a learner can use interactions between them. A joined block is named by
@@ -12,6 +14,7 @@ import numpy as np
 
 from featbank.bank.matrix import FeatureBlocks, load_blocks
 from featbank.bank.store import FeatureBank
+from featbank.bank.timeline import load_timeline
 from featbank.io.manifest import Manifest
 
 JOIN = "+"
@@ -30,6 +33,16 @@ def load_feature_blocks(bank: FeatureBank, manifest: Manifest, features: list[st
         keys = [groups.keys[part] for part in spec.split(JOIN)]
         blocks[JOIN.join(keys)] = np.hstack([groups.blocks[key] for key in keys])
     return FeatureBlocks(blocks=blocks, usable=groups.usable, dropped=groups.dropped)
+
+
+def load_step_blocks(bank: FeatureBank, manifest: Manifest, block_names: list[str]) -> dict[str, np.ndarray]:
+    """The per-step form of each named block (as :func:`load_feature_blocks` names them), every manifest row.
+
+    ``(items, steps, features)`` float32 with NaN on absent steps, what a step-reading learner
+    (the temporal head) takes; a joined block's groups are aligned on one time grid by
+    :func:`featbank.bank.timeline.load_timeline`.
+    """
+    return {name: load_timeline(bank, manifest, name.split(JOIN)).steps for name in block_names}
 
 
 def bank_keys(block_names: list[str]) -> list[str]:

@@ -41,7 +41,7 @@ from featbank.errors import FeatbankError, ManifestError, UsageError
 from featbank.learning.metrics import MIN_SAMPLES, score
 from featbank.learning.protocols import Protocol, Round, split_numbers
 from featbank.learning.results import STACK, Evaluation
-from regressors import LEARNER_TABLE, fit_targets, make_learner, predict_targets
+from regressors import fit_targets, learner_entry, make_learner, predict_targets
 
 Progress = Callable[[int, int], None]
 
@@ -55,6 +55,43 @@ def split_base(name: str) -> tuple[str, str]:
     """``(block, learner)`` of a base-model name."""
     block, learner = name.rsplit("/", 1)
     return block, learner
+
+
+def reads_steps(learner: str) -> bool:
+    """Whether a learner reads a block's per-step features (the temporal head) instead of its pooled vector."""
+    return learner_entry(learner).inputs == "steps"
+
+
+def block_input(blocks: dict[str, np.ndarray], steps: dict[str, np.ndarray] | None, base: str) -> np.ndarray:
+    """The array base model ``block/learner`` reads: the pooled ``(n, d)`` block, or for a learner
+    that reads steps its ``(n, steps, features)`` form."""
+    block, learner = split_base(base)
+    if not reads_steps(learner):
+        return blocks[block]
+    if steps is None or block not in steps:
+        raise FeatbankError(f"learner {learner!r} reads per-step features, and none were given for block {block!r}")
+    return steps[block]
+
+
+def check_steps(steps: dict[str, np.ndarray] | None, blocks: dict[str, np.ndarray], n: int,
+                learners: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """Validated float32 per-step blocks, required for every block when a learner reads steps.
+
+    float32, not float64 as the pooled blocks: per-step arrays are the large ones (T times the
+    pooled width), and the heads that read them compute in float32.
+    """
+    if not any(reads_steps(learner) for learner in learners):
+        return steps
+    steps = steps or {}
+    checked = {}
+    for name in blocks:
+        if name not in steps:
+            raise FeatbankError(f"a learner reads per-step features, and none were given for block {name!r}")
+        X = np.asarray(steps[name], dtype=np.float32)
+        if X.ndim != 3 or X.shape[0] != n:
+            raise FeatbankError(f"per-step block {name!r} must have shape ({n}, steps, features), got {X.shape}")
+        checked[name] = X
+    return checked
 
 
 def check_inputs(
@@ -165,7 +202,7 @@ def _check_sizes(rounds: list[Round], stack: bool, stack_mode: str, learners: Se
     Each learner declares the fewest training rows it can fit on (``LearnerEntry.min_train``:
     ElasticNet's inner CV has five folds); a scored part needs the logistic's four samples.
     """
-    need = max(LEARNER_TABLE[name].min_train for name in learners)
+    need = max(learner_entry(name).min_train for name in learners)
     for r, rnd in enumerate(rounds):
         sizes = {f: int((rnd.folds == f).sum()) for f in rnd.fold_ids}
         total = sum(sizes.values())
@@ -235,6 +272,7 @@ def evaluate(
     learners: Sequence[str],
     protocol: Protocol,
     groups: np.ndarray | None = None,
+    steps: dict[str, np.ndarray] | None = None,
     stack: bool = True,
     n_jobs: int = -1,
     reuse_selected: bool = True,
@@ -245,7 +283,9 @@ def evaluate(
     """Score every ``block/learner`` base (and the stack) per target on every round of ``protocol``.
 
     ``blocks`` maps a feature-block name to its (n, d) matrix (NaN allowed: each pipeline imputes
-    within its training part); ``Y`` is (n, targets). Fits run in parallel with joblib over
+    within its training part); ``Y`` is (n, targets); ``steps`` maps the same block names to
+    ``(n, steps, features)`` arrays (NaN on absent steps), needed when a learner reads steps
+    (:func:`reads_steps`). Fits run in parallel with joblib over
     independent (round, base, excluded folds) jobs, each fitting every target with the work the
     targets share done once; ``progress(done, total)`` counts per-target fits.
     ``reuse_selected=False`` re-runs svr_grid's and elasticnet's searches in every inner fit of held-out rounds
@@ -253,6 +293,7 @@ def evaluate(
     ``Evaluation.split_models`` (what an ensemble of the split models is made of).
     """
     blocks, Y = check_inputs(blocks, Y, targets, learners)
+    steps = check_steps(steps, blocks, Y.shape[0], learners)
     if stack_mode not in STACK_MODES:
         raise UsageError(f"unknown stack mode {stack_mode!r}; use one of {', '.join(STACK_MODES)}")
     n = Y.shape[0]
@@ -265,8 +306,8 @@ def evaluate(
     jobs = _jobs(rounds, len(bases), stack, stack_mode, reuse_selected)
     total = sum(len(job.exclusions) for job in jobs) * len(targets)
     calls = (
-        delayed(_run_job)(blocks[parts[j.base][0]], Y, rounds[j.round], parts[j.base][1], j.exclusions,
-                          j.chained, keep_models)
+        delayed(_run_job)(block_input(blocks, steps, bases[j.base]), Y, rounds[j.round], parts[j.base][1],
+                          j.exclusions, j.chained, keep_models)
         for j in jobs
     )
     caches: dict[tuple[int, int], Cache] = {}

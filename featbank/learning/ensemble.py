@@ -23,7 +23,14 @@ from sklearn.base import RegressorMixin
 
 import featbank
 from featbank.errors import FeatbankError
-from featbank.learning.engine import base_names, check_inputs, split_base
+from featbank.learning.engine import (
+    base_names,
+    block_input,
+    check_inputs,
+    check_steps,
+    reads_steps,
+    split_base,
+)
 from featbank.learning.results import STACK, Evaluation
 from regressors import fit_targets, load_learner, save_learner
 
@@ -38,6 +45,8 @@ class FittedEnsemble:
     prediction is ``intercepts[target] + sum(weights[target][b] * models[target][b](X_b))``; only
     bases with a positive weight are refitted (the others contribute nothing). Otherwise
     ``chosen[target]`` names the single best base learner by cross-validated main score.
+    ``step_dims`` holds the per-step width of each block a step-reading learner (the temporal
+    head) was fitted on; the number of steps may differ between items and manifests.
     """
 
     targets: list[str]
@@ -48,22 +57,17 @@ class FittedEnsemble:
     models: dict[str, dict[str, RegressorMixin]]
     weights: dict[str, dict[str, float]] = field(default_factory=dict)
     intercepts: dict[str, float] = field(default_factory=dict)
+    step_dims: dict[str, int] = field(default_factory=dict)
 
-    def predict(self, blocks: dict[str, np.ndarray]) -> pd.DataFrame:
-        """Predictions, one column per target, for the samples in ``blocks``.
+    def predict(self, blocks: dict[str, np.ndarray], steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+        """Predictions, one column per target, for the samples in ``blocks`` (and ``steps``).
 
         Every block recorded at fit time must be present with its recorded width, so a bank
         re-extracted with a different extractor version fails loudly instead of mispredicting.
         """
-        arrays = {}
-        for name, dim in self.block_dims.items():
-            if name not in blocks:
-                raise FeatbankError(f"predict needs feature block {name!r} (d={dim})")
-            X = np.asarray(blocks[name], dtype=np.float64)
-            if X.ndim != 2 or X.shape[1] != dim:
-                raise FeatbankError(f"block {name!r} must have shape (n, {dim}), got {X.shape}")
-            arrays[name] = X
-        sizes = {X.shape[0] for X in arrays.values()}
+        arrays = {name: _checked(blocks, name, dim, 2, np.float64) for name, dim in self.block_dims.items()}
+        step_arrays = {name: _checked(steps or {}, name, dim, 3, np.float32) for name, dim in self.step_dims.items()}
+        sizes = {X.shape[0] for X in (*arrays.values(), *step_arrays.values())}
         if len(sizes) != 1:
             raise FeatbankError(f"feature blocks disagree on the number of samples: {sorted(sizes)}")
         n = sizes.pop()
@@ -72,11 +76,11 @@ class FittedEnsemble:
             if self.stacked:
                 blend = np.full(n, self.intercepts[target])
                 for base, model in self.models[target].items():
-                    blend += self.weights[target][base] * model.predict(arrays[split_base(base)[0]])
+                    blend += self.weights[target][base] * model.predict(block_input(arrays, step_arrays, base))
                 out[target] = blend
             else:
                 base = self.chosen[target]
-                out[target] = self.models[target][base].predict(arrays[split_base(base)[0]])
+                out[target] = self.models[target][base].predict(block_input(arrays, step_arrays, base))
         return pd.DataFrame(out)
 
     def save(self, directory: str | Path) -> None:
@@ -97,6 +101,7 @@ class FittedEnsemble:
             "targets": self.targets,
             "learners": self.learners,
             "blocks": self.block_dims,
+            "step_blocks": self.step_dims,
             "stacked": self.stacked,
             "chosen": self.chosen,
             "stack": {
@@ -123,7 +128,20 @@ class FittedEnsemble:
             },
             weights={t: s["weights"] for t, s in description["stack"].items()},
             intercepts={t: s["intercept"] for t, s in description["stack"].items()},
+            step_dims=description.get("step_blocks", {}),
         )
+
+
+def _checked(blocks: dict[str, np.ndarray], name: str, dim: int, ndim: int, dtype: type) -> np.ndarray:
+    """Block ``name`` of ``blocks`` as ``dtype``, refused unless it has ``ndim`` axes and width ``dim``."""
+    what = "per-step feature block" if ndim == 3 else "feature block"
+    if name not in blocks:
+        raise FeatbankError(f"predict needs {what} {name!r} (d={dim})")
+    X = np.asarray(blocks[name], dtype=dtype)
+    if X.ndim != ndim or X.shape[-1] != dim:
+        shape = f"(n, steps, {dim})" if ndim == 3 else f"(n, {dim})"
+        raise FeatbankError(f"{what} {name!r} must have shape {shape}, got {X.shape}")
+    return X
 
 
 def _description(directory: Path) -> dict:
@@ -147,16 +165,21 @@ class MeanEnsemble:
     def block_dims(self) -> dict[str, int]:
         return self.members[0].block_dims
 
-    def member_predictions(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
+    @property
+    def step_dims(self) -> dict[str, int]:
+        return self.members[0].step_dims
+
+    def member_predictions(self, blocks: dict[str, np.ndarray], steps: dict[str, np.ndarray] | None = None
+                           ) -> np.ndarray:
         """(members, n, targets) predictions."""
-        return np.stack([m.predict(blocks)[self.targets].to_numpy() for m in self.members])
+        return np.stack([m.predict(blocks, steps)[self.targets].to_numpy() for m in self.members])
 
-    def predict(self, blocks: dict[str, np.ndarray]) -> pd.DataFrame:
-        return pd.DataFrame(self.member_predictions(blocks).mean(axis=0), columns=self.targets)
+    def predict(self, blocks: dict[str, np.ndarray], steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+        return pd.DataFrame(self.member_predictions(blocks, steps).mean(axis=0), columns=self.targets)
 
-    def spread(self, blocks: dict[str, np.ndarray]) -> pd.DataFrame:
+    def spread(self, blocks: dict[str, np.ndarray], steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
         """Standard deviation of the members' predictions, per item and target."""
-        return pd.DataFrame(self.member_predictions(blocks).std(axis=0), columns=self.targets)
+        return pd.DataFrame(self.member_predictions(blocks, steps).std(axis=0), columns=self.targets)
 
     def save(self, directory: str | Path) -> None:
         """``ensemble.json`` naming the members, each saved whole in ``split<i>/``."""
@@ -195,13 +218,20 @@ def fit_final(
     stack: bool = True,
     n_jobs: int = -1,
     mode: str = "refit",
+    steps: dict[str, np.ndarray] | None = None,
 ) -> FinalModel:
-    """The final model: bases refitted on all data (``refit``) or the split models averaged (``mean``)."""
+    """The final model: bases refitted on all data (``refit``) or the split models averaged (``mean``).
+
+    ``steps`` are the per-step blocks, as :func:`featbank.learning.engine.evaluate` takes them.
+    """
+    step_dims = {name: X.shape[-1] for name, X in (steps or {}).items()} if any(map(reads_steps, learners)) else {}
     if mode == "mean":
-        return _split_mean(evaluation, targets, learners, {n: X.shape[1] for n, X in blocks.items()}, stack)
+        return _split_mean(evaluation, targets, learners, {n: X.shape[1] for n, X in blocks.items()}, stack,
+                           step_dims)
     if mode != "refit":
         raise FeatbankError(f"unknown ensemble mode {mode!r}; use refit or mean")
     blocks, Y = check_inputs(blocks, Y, targets, learners)
+    steps = check_steps(steps, blocks, Y.shape[0], learners)
     bases = base_names(blocks, learners)
     missing = set(bases) - set(evaluation.bases)
     if missing:
@@ -225,7 +255,8 @@ def fit_final(
     needed = {base: [t for t in targets if base in keep[t]] for base in bases}
     jobs = [(base, needed[base]) for base in bases if needed[base]]
     fitted = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_full)(blocks[split_base(base)[0]], Y[:, [targets.index(t) for t in those]], split_base(base)[1])
+        delayed(_fit_full)(block_input(blocks, steps, base), Y[:, [targets.index(t) for t in those]],
+                           split_base(base)[1])
         for base, those in jobs
     )
     models: dict[str, dict[str, RegressorMixin]] = {target: {} for target in targets}
@@ -241,11 +272,12 @@ def fit_final(
         models=models,
         weights=weights,
         intercepts=intercepts,
+        step_dims=step_dims,
     )
 
 
 def _split_mean(evaluation: Evaluation, targets: list[str], learners: list[str], block_dims: dict[str, int],
-                stack: bool) -> MeanEnsemble:
+                stack: bool, step_dims: dict[str, int]) -> MeanEnsemble:
     """One member per split, from the models the evaluation kept (``keep_models=True``)."""
     if not evaluation.split_models:
         raise FeatbankError("an ensemble of the split models needs an evaluation run with keep_models=True")
@@ -268,6 +300,6 @@ def _split_mean(evaluation: Evaluation, targets: list[str], learners: list[str],
             models[target] = {b: evaluation.split_models[(split, target, b)] for b in keep}
         members.append(FittedEnsemble(targets=list(targets), learners=list(learners), block_dims=block_dims,
                                       stacked=stack, chosen=chosen, models=models, weights=weights,
-                                      intercepts=intercepts))
+                                      intercepts=intercepts, step_dims=step_dims))
     return MeanEnsemble(members)
 

@@ -24,13 +24,14 @@ from featbank.extraction.weights import WeightsPolicy
 from featbank.io.manifest import Manifest, load_manifest
 from featbank.io.submission import write_submission
 from featbank.learning import engine
-from featbank.learning.blocks import bank_keys, load_feature_blocks
+from featbank.learning.blocks import bank_keys, load_feature_blocks, load_step_blocks
 from featbank.io.tracks import Track
 from featbank.learning.ensemble import MeanEnsemble, fit_final, load_model
 from featbank.learning.official import evaluation_scores, official_summary
 from featbank.learning.protocols import Protocol, ProtocolContext, parse_protocol
 from featbank.learning.report import summary_text, write_report
 from featbank.learning.results import Evaluation, Official
+from regressors.spec import on_device
 
 
 def _progress_bar(enabled: bool, desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -61,6 +62,7 @@ class TrainingData:
     blocks: dict[str, np.ndarray]
     Y: np.ndarray
     groups: np.ndarray | None
+    steps: dict[str, np.ndarray] | None = None
 
     @property
     def video_ids(self) -> np.ndarray:
@@ -78,16 +80,29 @@ class TrainingData:
 
 
 def training_data(manifest: Manifest | Path, bank: FeatureBank | str | Path, features: list[str],
-                  targets: list[str] | None) -> TrainingData:
-    """Labels and banked features of every manifest row whose extraction did not fail."""
+                  targets: list[str] | None, learners: list[str] = ()) -> TrainingData:
+    """Labels and banked features of every manifest row whose extraction did not fail.
+
+    Per-step blocks are read too when one of ``learners`` reads steps (the temporal head).
+    """
     manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     targets = targets or manifest.label_columns
     if not targets:
         raise ManifestError(f"{manifest.source} has no label columns to fit")
     labels = manifest.labels(targets)
-    fb = load_feature_blocks(_as_bank(bank), manifest, features)
+    bank = _as_bank(bank)
+    fb = load_feature_blocks(bank, manifest, features)
     groups = manifest.groups.to_numpy()[fb.usable] if manifest.groups is not None else None
-    return TrainingData(manifest, list(targets), fb, fb.subset(), labels.to_numpy()[fb.usable], groups)
+    steps = _usable_steps(bank, manifest, fb, learners)
+    return TrainingData(manifest, list(targets), fb, fb.subset(), labels.to_numpy()[fb.usable], groups, steps)
+
+
+def _usable_steps(bank: FeatureBank, manifest: Manifest, fb: FeatureBlocks,
+                  learners: list[str]) -> dict[str, np.ndarray] | None:
+    """Per-step blocks of the usable rows, when a learner reads them (None otherwise)."""
+    if not any(engine.reads_steps(learner) for learner in learners):
+        return None
+    return {name: X[fb.usable] for name, X in load_step_blocks(bank, manifest, list(fb.blocks)).items()}
 
 
 @dataclass
@@ -123,20 +138,23 @@ def evaluate_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path,
                       stack: bool = True, out_dir: Path = Path("runs/evaluate"), seed: int = 0,
                       n_jobs: int = -1, progress: bool = True, refit: bool = False,
                       track: Track | None = None, pairs: pd.DataFrame | None = None,
-                      ensemble: str = "refit", stack_mode: str = "nested") -> Outcome:
+                      ensemble: str = "refit", stack_mode: str = "nested", device: str = "cpu") -> Outcome:
     """Score base learners (and the stack) under a protocol for every target; write the results.
+
+    ``device`` (e.g. ``"cuda"``) is where the torch heads train (:func:`regressors.spec.on_device`).
 
     With ``track``, the track's official score of every model comes first (``official.csv``,
     console, report); ``pairs`` is the organisers' pair file for KVQ's Rank1/Rank2. With ``refit``
     (what ``featbank fit`` does) the final model is then saved in ``out_dir/model``: refitted on
     every usable row (``ensemble="refit"``) or the mean of the split models (``"mean"``).
     """
-    data = training_data(manifest, bank, features, targets)
+    learners = [on_device(learner, device) for learner in learners]
+    data = training_data(manifest, bank, features, targets, learners)
     splits = data.protocol(protocol, seed)
     update, close = _progress_bar(progress, "fit" if refit else "evaluate")
     try:
         evaluation = engine.evaluate(data.blocks, data.Y, data.targets, learners, splits, groups=data.groups,
-                                     stack=stack, n_jobs=n_jobs, keep_models=refit and ensemble == "mean",
+                                     steps=data.steps, stack=stack, n_jobs=n_jobs, keep_models=refit and ensemble == "mean",
                                      progress=update, stack_mode=stack_mode)
     finally:
         close()
@@ -153,7 +171,7 @@ def evaluate_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path,
     model_dir = None
     if refit:
         final = fit_final(data.blocks, data.Y, data.targets, learners, evaluation, stack=stack, n_jobs=n_jobs,
-                          mode=ensemble)
+                          mode=ensemble, steps=data.steps)
         model_dir = out_dir / "model"
         final.save(model_dir)
     return Outcome(evaluation=evaluation, out_dir=out_dir, report=report, dropped=data.features.dropped,
@@ -164,11 +182,11 @@ def fit_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path, feat
                  targets: list[str] | None, learners: list[str], protocol: str = "kfold:5",
                  stack: bool = True, out_dir: Path = Path("runs/fit"), seed: int = 0, n_jobs: int = -1,
                  progress: bool = True, track: Track | None = None, pairs: pd.DataFrame | None = None,
-                 ensemble: str = "refit", stack_mode: str = "nested") -> Outcome:
+                 ensemble: str = "refit", stack_mode: str = "nested", device: str = "cpu") -> Outcome:
     """Evaluate under ``protocol`` (grouped 5-fold by default), then fit and save the final model."""
     return evaluate_manifest(manifest, bank, features, targets, learners, protocol=protocol, stack=stack,
                              out_dir=out_dir, seed=seed, n_jobs=n_jobs, progress=progress, refit=True,
-                             track=track, pairs=pairs, ensemble=ensemble, stack_mode=stack_mode)
+                             track=track, pairs=pairs, ensemble=ensemble, stack_mode=stack_mode, device=device)
 
 
 def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPolicy) -> list[str]:
@@ -221,7 +239,10 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
     extract_manifest(manifest_path, bank_path, _extractor_specs(bank_path, keys, weights), device=device,
                      weights=weights, progress=progress)
     manifest = load_manifest(manifest_path)
-    fb = load_feature_blocks(FeatureBank(bank_path, mode="r"), manifest, keys)
+    bank = FeatureBank(bank_path, mode="r")
+    fb = load_feature_blocks(bank, manifest, keys)
+    steps = ({name: X[fb.usable] for name, X in load_step_blocks(bank, manifest, list(model.step_dims)).items()}
+             if model.step_dims else None)
     ids = np.asarray(manifest.video_ids)
     missing = ids[~fb.usable]
     if not fb.usable.any() or (missing.size and fill_missing is None):
@@ -230,7 +251,7 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
             f"{' …' if missing.size > 10 else ''}; nothing was written. Fix or drop them (see `featbank info "
             f"--failures`), or pass --fill-missing median to fill them with the median prediction")
     preds = pd.DataFrame(np.nan, index=range(len(ids)), columns=model.targets)
-    preds.loc[fb.usable] = model.predict(fb.subset()).to_numpy()
+    preds.loc[fb.usable] = model.predict(fb.subset(), steps).to_numpy()
     if missing.size:
         preds = preds.fillna(preds.median())
     preds.insert(0, "video_id", ids)
@@ -241,7 +262,7 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
         preds.to_csv(out, index=False)
     if isinstance(model, MeanEnsemble):
         spread = pd.DataFrame(np.nan, index=range(len(ids)), columns=model.targets)
-        spread.loc[fb.usable] = model.spread(fb.subset()).to_numpy()
+        spread.loc[fb.usable] = model.spread(fb.subset(), steps).to_numpy()
         spread.insert(0, "video_id", ids)
         spread.to_csv(out.with_name(out.name + ".spread.csv"), index=False)
     if missing.size:
