@@ -17,7 +17,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="working directory (default demo_out)")
     p.add_argument("--sources", type=int, default=24, help="distinct source clips (default 24)")
     p.add_argument("--variants", type=int, default=6, help="distorted variants per source (default 6)")
-    p.add_argument("--learners", type=learner_list, default=["svr", "elasticnet", "lightgbm", "mlp"])
+    p.add_argument("--learners", type=learner_list, default=None,
+                   help="learner specs as for `fit` (default svr,elasticnet,lightgbm,temporal)")
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_cmd_demo)
