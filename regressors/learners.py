@@ -127,6 +127,12 @@ def make_learner(spec: str, random_state: int = 0) -> Pipeline:
             raise UsageError(f"learner {parsed.name!r} has no parameter {', '.join(unknown)}; its parameters: "
                              f"{', '.join(k for k in valid if '__' not in k)}")
         model.set_params(**dict(parsed.params))
+        check = getattr(model, "check_params", None)
+        if check is not None:  # a bad loss or pooling is refused now, not after a whole extraction
+            try:
+                check()
+            except ValueError as exc:
+                raise UsageError(f"learner {spec!r}: {exc}") from None
     if entry.inputs == "steps":
         return Pipeline([("impute", "passthrough"), ("scale", "passthrough"), ("model", model)])
     return Pipeline(

@@ -81,6 +81,10 @@ class MLPHeadRegressor(TorchStateMixin, RegressorMixin, BaseEstimator):
         layers.append(torch.nn.Linear(width, n_outputs))
         return torch.nn.Sequential(*layers)
 
+    def check_params(self) -> None:
+        """ValueError for a parameter that would only fail once training starts (the loss)."""
+        resolve_loss(self.loss)
+
     def fit(self, X: Any, y: Any) -> MLPHeadRegressor:
         loss = resolve_loss(self.loss)
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)

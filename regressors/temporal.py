@@ -118,9 +118,14 @@ class TemporalHead(TorchStateMixin, RegressorMixin, BaseEstimator):
         Z[~mask] = 0.0
         return torch.from_numpy(Z), torch.from_numpy(mask)
 
-    def fit(self, X: Any, y: Any) -> TemporalHead:
+    def check_params(self) -> None:
+        """ValueError for a parameter that would only fail once training starts (pooling, loss)."""
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        resolve_loss(self.loss)
+
+    def fit(self, X: Any, y: Any) -> TemporalHead:
+        self.check_params()
         loss = resolve_loss(self.loss)
         X, y = check_X_y(X, y, multi_output=True, y_numeric=True, ensure_min_samples=2, **_CHECKS)
         X = _as_steps(X)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,19 @@ def no_user_weights(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mo
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sigint_as_at_a_terminal() -> None:
+    """Children that tests stop with Ctrl-C get SIGINT at its default, as a terminal's foreground job has it.
+
+    A suite started in the background by a non-interactive shell (``./run.sh test &``, some CI
+    runners) inherits SIGINT *ignored*, its children too, and Python keeps an ignored SIGINT
+    ignored: a Ctrl-C test then saw the run complete (the "lost Ctrl-C" of earlier full-suite runs).
+    With a handler here, every child starts with SIGINT at its default disposition.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -96,7 +96,9 @@ def test_learner_specs_set_parameters_and_refuse_what_they_cannot():
         "svr", "mlp(hidden=(64, 32), loss='l1')", "temporal"]
     for bad, message in [("mlp(64)", "keyword values only"), ("nope", "unknown learner"),
                          ("mlp(hidden=open('x'))", "must be a literal"), ("mlp(widht=3)", "has no parameter widht"),
-                         ("mlp(loss='a/b')", "must not contain '/'"), ("mlp(", "is not NAME")]:
+                         ("mlp(loss='a/b')", "must not contain '/'"), ("mlp(", "is not NAME"),
+                         ("mlp(loss='huber')", "loss must be one of"),
+                         ("temporal(pooling='max')", "pooling must be one of")]:
         with pytest.raises(UsageError, match=message):
             make_learner(bad)
 

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from featbank import __version__
-from featbank.cli import bank, demo, extract, io, learn, score, weights
+from featbank.cli import bank, demo, extract, io, learn, recipe, score, weights
 from featbank.cli.options import DEFAULT_BANK, EXIT_ITEMS_FAILED
 from featbank.errors import FeatbankError
 
@@ -51,7 +51,7 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 # In the order the commands are listed by --help: the workflow first, then data, bank, demo.
-_FAMILIES = (extract, learn, score, weights, io, bank, demo)
+_FAMILIES = (extract, learn, recipe, score, weights, io, bank, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

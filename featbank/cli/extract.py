@@ -8,8 +8,15 @@ import sys
 from pathlib import Path
 
 import extractors
-from featbank.cli.options import (EXIT_ITEMS_FAILED, add_bank, add_track, add_weights, checked_manifest,
-                                   csv_list, weights_policy)
+from featbank.cli.options import (
+    EXIT_ITEMS_FAILED,
+    add_bank,
+    add_track,
+    add_weights,
+    checked_manifest,
+    spec_list,
+    weights_policy,
+)
 from featbank.errors import FeatbankError, UsageError
 
 
@@ -19,7 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Decode each item once and run every requested extractor on it. "
                                    "Only missing rows are computed, so re-running resumes a killed run.")
     p.add_argument("--manifest", required=True, type=Path, help="CSV/Parquet manifest")
-    p.add_argument("--extractor", required=True, type=csv_list,
+    p.add_argument("--extractor", required=True, type=spec_list,
                    help=f"comma-separated extractors: {', '.join(extractors.available())}")
     add_bank(p)
     add_track(p)

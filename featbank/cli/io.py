@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featbank.cli.options import EXIT_ITEMS_FAILED, add_bank, add_track, checked_manifest, csv_list
+from featbank.cli.options import (
+    EXIT_ITEMS_FAILED,
+    add_bank,
+    add_track,
+    checked_manifest,
+    csv_list,
+    spec_list,
+)
 from featbank.io.subsets import available_subsets, describe_subsets
 
 
@@ -107,7 +114,7 @@ published subsets (--subset NAME; manifests/subsets/NAME.toml says where each li
                               "--out train_features.parquet",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True, type=Path, help="manifest whose items to export")
-    p.add_argument("--features", required=True, type=csv_list,
+    p.add_argument("--features", required=True, type=spec_list,
                    help="feature groups, comma-separated extractor / imported names or exact bank keys")
     p.add_argument("--out", required=True, type=Path, help="output file: .h5/.hdf5 or .parquet")
     add_bank(p)

@@ -5,9 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featbank.cli.options import (
+    add_bank,
+    add_fit_options,
+    add_track,
+    add_weights,
+    checked_manifest,
+    csv_list,
+    protocol_epilog,
+    protocol_spec,
+    spec_list,
+    weights_policy,
+)
 from featbank.errors import UsageError
-from featbank.cli.options import (add_bank, add_fit_options, add_track, add_weights,
-                                   checked_manifest, csv_list, protocol_epilog, protocol_spec, weights_policy)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +75,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _add_learning_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, type=Path, help="manifest with label columns")
-    p.add_argument("--features", required=True, type=csv_list,
+    p.add_argument("--features", required=True, type=spec_list,
                    help="feature blocks, comma-separated: extractor or imported names, exact bank keys, "
                         "or A+B to join groups into one matrix")
     p.add_argument("--targets", type=csv_list, default=None,
@@ -80,9 +90,8 @@ def _add_learning_inputs(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, default_protocol: str, refit: bool) -> int:
-    from featbank.learning.workflow import evaluate_manifest
-
     from featbank.io.submission import read_pairs
+    from featbank.learning.workflow import evaluate_manifest
 
     manifest, track = checked_manifest(args.manifest, args.track)
     targets = args.targets or (list(track.labels) if track else None)
@@ -108,9 +117,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from featbank.learning.workflow import predict_manifest
-
     from featbank.io.tracks import load_track
+    from featbank.learning.workflow import predict_manifest
 
     track = load_track(args.track) if args.track else None
     preds = predict_manifest(args.manifest, args.bank, args.model, args.out, device=args.device,

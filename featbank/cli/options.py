@@ -20,6 +20,22 @@ def csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def spec_list(value: str) -> list[str]:
+    """Comma-separated extractor specs or feature blocks; an extractor's own options stay with it.
+
+    ``fastvqa:b,clips=4,slowfast`` is two specs: a part of the form ``key=value`` (no ``:`` before
+    its ``=``) continues the spec before it, as extractor options are written ``name:arg,key=value``.
+    """
+    specs: list[str] = []
+    for part in csv_list(value):
+        key = part.split("=", 1)[0]
+        if specs and "=" in part and ":" not in key:
+            specs[-1] += "," + part
+        else:
+            specs.append(part)
+    return specs
+
+
 def learner_list(value: str) -> list[str]:
     """Comma-separated learner specs; commas inside a spec's parentheses stay in it."""
     from regressors.spec import split_learners

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featbank.cli.options import csv_list
+from featbank.cli.options import spec_list
 from featbank.errors import FeatbankError, UsageError
 
 
@@ -26,7 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                "  featbank weights verify --reference --extractor fastvqa,clip --reference-dir ~/reference-inputs")
     p.add_argument("action", choices=["list", "verify", "import"])
     p.add_argument("path", nargs="?", type=Path, help="with `import`: the checkpoint file (or snapshot folder) to import")
-    p.add_argument("--extractor", type=csv_list, default=None,
+    p.add_argument("--extractor", type=spec_list, default=None,
                    help="extractors to consider (default: every registered one with weights; "
                         "timm backbones must be named, e.g. timm:convnext_base)")
     p.add_argument("--weights-dir", type=Path, default=None, help="default: $FEATBANK_WEIGHTS")
