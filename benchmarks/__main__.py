@@ -10,8 +10,8 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ("decode_once", "bank_load", "workers", "videval", "protocol_vs_gridsearch", "fit_scale", "deep",
-              "startup")
+BENCHMARKS = ("decode_once", "bank_load", "steps_load", "workers", "videval", "protocol_vs_gridsearch", "fit_scale",
+              "deep", "startup", "temporal")
 
 
 def main(argv: list[str]) -> int:

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,58 @@ def _can_drop() -> bool:
         return True
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class ColdReads:
+    """How a read benchmark empties the page cache between reads (``evict`` is None for ``--cold off``)."""
+
+    evict: Callable[[Path], None] | None
+    how: str
+
+
+def setup_cold_reads(bench: str, parent: Path, need: int, written: str, cold: str) -> ColdReads | None:
+    """Room on ``parent`` for ``need`` bytes, and the page-cache eviction ``--cold`` asks for; None,
+    after saying why, when the benchmark cannot run."""
+    free = shutil.disk_usage(parent).free
+    if free < need:
+        print(f"{bench}: refusing to run: {written}, needs {need / 1e9:.1f} GB free in {parent}, which has "
+              f"{free / 1e9:.1f} GB; use smaller sizes or --dir", file=sys.stderr)
+        return None
+    method = cold
+    if method == "auto":
+        method = "drop" if _can_drop() else "fadvise"
+    elif method == "drop" and not _can_drop():
+        print(f"{bench}: cannot write {DROP_CACHES} (needs root); use --cold fadvise", file=sys.stderr)
+        return None
+    if method == "off":
+        return ColdReads(None, "cold: not measured (--cold off)")
+    how = ("drop_caches=3 before each read" if method == "drop"
+           else "posix_fadvise(DONTNEED) on every file of that way before each read; dentries/inodes stay cached")
+    return ColdReads(_evictor(method), f"cold ({how})")
+
+
+def time_interleaved(ways: dict[str, tuple[Callable[[], object], Path | None]], repeats: int,
+                     evict: Callable[[Path], None] | None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Warm and cold seconds of every way, ``repeats`` times, interleaved so machine noise hits all alike.
+
+    A way is ``(read, root)``: ``root`` holds its files, emptied from the page cache before its cold
+    read (a way without files, None, is timed warm only); the cold read warms them again for the
+    warm read right after it.
+    """
+    warm: dict[str, list[float]] = {name: [] for name in ways}
+    cold: dict[str, list[float]] = {name: [] for name, (_, root) in ways.items() if root is not None}
+    for _ in range(repeats):
+        for name, (fn, root) in ways.items():
+            if evict is not None and root is not None:
+                evict(root)
+                t0 = time.perf_counter()
+                fn()
+                cold[name].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            fn()
+            warm[name].append(time.perf_counter() - t0)
+    return warm, cold
 
 
 def _evictor(method: str) -> Callable[[Path], None]:
@@ -169,20 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     n, d, repeats = args.items, args.dim, args.repeats
     nbytes = n * d * 4
     parent = args.dir or Path(tempfile.gettempdir())
-    free = shutil.disk_usage(parent).free
     need = 4 * nbytes + n * 4096  # bank, npy files (each rounded up to a 4 KiB block), raw, the import's file
-    if free < need:
-        print(f"bank_load: refusing to run: {n} x {d} float32 is {nbytes / 1e6:.0f} MB, written four "
-              f"times (bank, npy files, raw, the file imported), needs {need / 1e9:.1f} GB free in "
-              f"{parent}, which has {free / 1e9:.1f} GB; use --items/--dim or --dir", file=sys.stderr)
+    cold_reads = setup_cold_reads("bank_load", parent, need, f"{n} x {d} float32 is {nbytes / 1e6:.0f} MB, "
+                                  "written four times (bank, npy files, raw, the file imported)", args.cold)
+    if cold_reads is None:
         return 1
-    method = args.cold
-    if method == "auto":
-        method = "drop" if _can_drop() else "fadvise"
-    elif method == "drop" and not _can_drop():
-        print(f"bank_load: cannot write {DROP_CACHES} (needs root); use --cold fadvise", file=sys.stderr)
-        return 1
-    evict = _evictor(method) if method != "off" else None
+    evict = cold_reads.evict
 
     with tempfile.TemporaryDirectory(dir=parent, prefix="bench_bank_load_") as tmp:
         t0 = time.perf_counter()
@@ -226,18 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             if not np.array_equal(fn(), X):
                 raise AssertionError(f"bank_load: {name} did not read back the written matrix")
         del X
-        warm: dict[str, list[float]] = {name: [] for name in ways}
-        cold: dict[str, list[float]] = {name: [] for name in ways}
-        for _ in range(repeats):
-            for name, (fn, root) in ways.items():  # interleaved, so machine noise hits all alike
-                if evict is not None:  # cold read, which also warms this way's files again ...
-                    evict(root)
-                    t0 = time.perf_counter()
-                    fn()
-                    cold[name].append(time.perf_counter() - t0)
-                t0 = time.perf_counter()  # ... for the warm read right after it
-                fn()
-                warm[name].append(time.perf_counter() - t0)
+        warm, cold = time_interleaved(ways, repeats, evict)
         commands = {} if args.no_commands else _command_times(
             {"as written": bank_path, "compacted": packed_path}, manifest, repeats)
         disk = {name: _disk(root) for name, (_, root) in ways.items()}
@@ -248,13 +282,7 @@ def main(argv: list[str] | None = None) -> int:
               "zarr": "through zarr (pooled before)",
               "npy per video": "npy per video (np.load+stack)", "raw": "raw sequential (np.fromfile)"}
     sections = [("warm page cache (each warm read right after a read of the same files)", warm)]
-    if evict is not None:
-        how = ("drop_caches=3 before each read" if method == "drop"
-               else "posix_fadvise(DONTNEED) on every file of that way before each read; dentries/inodes "
-                    "stay cached")
-        sections.append((f"cold ({how})", cold))
-    else:
-        sections.append(("cold: not measured (--cold off)", None))
+    sections.append((cold_reads.how, cold if evict is not None else None))
     for title, times in sections:
         print(f"  {title}" + (":" if times is not None else ""))
         if times is None:

@@ -116,11 +116,11 @@ def lookup_rows(bank: FeatureBank | LocalBankView, manifest: Manifest) -> np.nda
 
 def manifest_rows(bank: FeatureBank, manifest: Manifest) -> np.ndarray:
     """Bank row of every manifest item; BankError when some were never extracted or imported."""
-    paths = manifest.media_paths()
     rows = lookup_rows(bank, manifest)
     missing = np.flatnonzero(rows < 0)
     if missing.size:
         first = ", ".join(manifest.video_ids[i] for i in missing[:5])
+        paths = manifest.media_paths()
         todo = ("import their features with `featbank import`" if isinstance(paths[missing[0]], VirtualItem)
                 else "run `featbank extract` on this manifest first")
         raise BankError(f"{missing.size} items of {manifest.source} are not in {bank.path} "
@@ -168,9 +168,13 @@ def labelled_frame(manifest: Manifest, fb: FeatureBlocks) -> pd.DataFrame:
     return pd.concat(parts, axis=1)
 
 
-def load_steps(bank: FeatureBank, manifest: Manifest, spec: str) -> StepBlock:
-    """Per-step features of one named group for every manifest row (same lookup as load_blocks)."""
-    rows = manifest_rows(bank, manifest)
+def load_steps(bank: FeatureBank, manifest: Manifest, spec: str, rows: np.ndarray | None = None) -> StepBlock:
+    """Per-step features of one named group for every manifest row (same lookup as load_blocks).
+
+    ``rows`` is the manifest's :func:`manifest_rows`, when the caller reads several groups (the lookup
+    hashes every item's path: 0.4-0.6 s at 40k items).
+    """
+    rows = manifest_rows(bank, manifest) if rows is None else rows
     key = resolve_key(bank, spec, rows)
     steps, mask, timestamps, status = bank.read_rows(key, ("steps", "mask", "timestamps", "status"), rows)
     _check_complete(bank, manifest, key, status)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featbank.bank.matrix import StepBlock, load_steps
+from featbank.bank.matrix import StepBlock, load_steps, manifest_rows
 from featbank.errors import BankError, UsageError
 
 if TYPE_CHECKING:
@@ -197,4 +197,5 @@ def load_timeline(bank: FeatureBank, manifest: Manifest, specs: Sequence[str]) -
     """
     specs = list(specs)
     _check_names(specs)  # before reading anything
-    return align([load_steps(bank, manifest, spec) for spec in specs], specs)
+    rows = manifest_rows(bank, manifest)
+    return align([load_steps(bank, manifest, spec, rows) for spec in specs], specs)
