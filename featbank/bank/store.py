@@ -196,10 +196,12 @@ def array_specs(schema: GroupSchema, capacity: int) -> dict[str, dict]:
         # decompression made whole-matrix loads 3.4x slower (benchmarks/bench_bank_load.py).
         "pooled": dict(shape=(capacity, layout.pooled_dim), chunks=(R, layout.pooled_dim), dtype="float32",
                        fill_value=np.nan, compressors=None),
-        # Uncompressed for the same reason: zstd saved 7 % of a 40k x 8 x 256 group and made reading
-        # its steps 3.3x slower (benchmarks/bench_steps_load.py).
+        # Compressed, unlike pooled, although zstd saves only 7 % of a 40k x 8 x 256 group and makes
+        # reading its steps 3.3x slower (benchmarks/bench_steps_load.py): its frame check is how
+        # `featbank validate` finds a damaged steps chunk, and a chunk holds max_steps steps per row,
+        # for short videos mostly NaN padding, which zstd stores almost for free.
         "steps": dict(shape=(capacity, T, layout.step_dim), chunks=(R, T, layout.step_dim), dtype="float32",
-                      fill_value=np.nan, compressors=None),
+                      fill_value=np.nan),
         "mask": dict(shape=(capacity, T), chunks=(R, T), dtype="bool", fill_value=False),
         "timestamps": dict(shape=(capacity, T), chunks=(R, T), dtype="float32", fill_value=np.nan),
     }
