@@ -138,7 +138,7 @@ def test_mlp_params_round_trip_and_clone() -> None:
                             weight_decay=0.0, batch_size=32, random_state=5)  # fmt: skip
     params = head.get_params()
     assert params == {"hidden": (16, 8), "dropout": 0.2, "loss": "plcc", "epochs": 7, "lr": 3e-3,
-                      "weight_decay": 0.0, "batch_size": 32, "random_state": 5}  # fmt: skip
+                      "weight_decay": 0.0, "batch_size": 32, "device": "cpu", "random_state": 5}  # fmt: skip
     assert MLPHeadRegressor().set_params(**params).get_params() == params
     assert clone(head).get_params() == params
 
