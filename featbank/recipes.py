@@ -420,6 +420,7 @@ def run_recipe(recipe: Recipe | str | Path, manifest: str | Path, *, track: str 
     """Run a recipe: extract what the bank lacks, fit with the recipe's protocol and learners,
     write the report, and with ``test`` predict it into the track's submission layout.
 
+    ``device`` runs the extractors and trains the torch heads there (``fit --device``).
     ``track`` replaces the recipe's default track (e.g. ``finevd`` for the demo's labels);
     ``protocol`` replaces its protocol (a quick check on few items). ``weights`` is the extraction's
     weights policy: with ``random=True`` extractors without a random-weights mode are left out (and
@@ -470,7 +471,8 @@ def run_recipe(recipe: Recipe | str | Path, manifest: str | Path, *, track: str 
     outcome = fit_manifest(manifest, bank, features, list(chosen.labels), list(recipe.fit.learners),
                            protocol=protocol, stack=recipe.fit.stack, out_dir=out / "fit", seed=seed,
                            n_jobs=n_jobs, progress=progress, track=chosen,
-                           pairs=None if pairs is None else read_pairs(Path(pairs)), ensemble=recipe.fit.ensemble)
+                           pairs=None if pairs is None else read_pairs(Path(pairs)), ensemble=recipe.fit.ensemble,
+                           device=device)
     result = RecipeRun(recipe, chosen, report, outcome, left_out)
     if test is not None:
         result.submission = out / submission_name(chosen.name)
