@@ -26,7 +26,9 @@ Then the bank commands on that bank as fresh processes, as a user runs them (med
 repeats, warm cache): ``featbank info``, ``featbank status`` (with ``--manifest`` for an imported
 group) and ``featbank validate``, on the bank as written and on the compacted copy.
 The group is built by the real ``featbank import`` of an N×D ``.npy`` (``--group imported``, the
-default: bank, manifest and all), or as an extracted group (``--group extracted``: the real
+default: bank, manifest and all; an import packs its group's status and pooled arrays as
+``compact`` does, so (a2) differs from (a) only by the items' digests, which ``compact`` packs too),
+or as an extracted group (``--group extracted``, row chunks as an extraction leaves them: the real
 ``register``/``ensure_group``, rows then written straight into the group's arrays whole chunks at a
 time, since ``commit`` spends ~1 ms per row on bookkeeping that is no part of what is measured).
 Also reported: the bank's size and file count on disk vs the raw bytes.
