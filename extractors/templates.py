@@ -33,7 +33,8 @@ Weights are local files only. The OpenAI files are pinned to the SHA-256 in Open
 model is its Hugging Face snapshot folder (``timm/<name>/``: ``open_clip_model.safetensors`` plus the
 tokenizer files), whose checkpoint is the state dict of open_clip's model (loaded strictly,
 ``tests/keymanifests/siglip*.json``) and whose tokenizer is read through ``transformers`` from that
-folder, never from the hub; random weights still need the tokenizer files.
+folder, never from the hub; with random weights and no tokenizer files, a word-hashing stand-in
+(:func:`hashed_words`) embeds the templates, so a dry run needs no download.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import copy
 import re
 import string
 import tomllib
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,7 +215,7 @@ class Backbone(ABC):
         """Key frames ``(B, 1, H, W, 3)`` uint8 → the normalised images the model takes."""
 
     @abstractmethod
-    def tokenizer(self, folders: Sequence[Path]) -> Tokenize:
+    def tokenizer(self, folders: Sequence[Path], random_weights: bool = False) -> Tokenize:
         """The tokenizer; ``folders`` are where the weights' snapshot folder is or would be."""
 
 
@@ -240,7 +242,7 @@ class OpenAIBackbone(Backbone):
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         return clip_preprocess(frames)
 
-    def tokenizer(self, folders: Sequence[Path]) -> Tokenize:
+    def tokenizer(self, folders: Sequence[Path], random_weights: bool = False) -> Tokenize:
         """OpenAI's byte-pair tokenizer, which ships with open_clip: no folder needed."""
         context = self.architecture.context_length
         return lambda texts: tokenizer()(list(texts), context_length=context)
@@ -321,17 +323,40 @@ class SigLIPBackbone(Backbone):
         x = resize_square_like_pil(frames[:, 0].permute(0, 3, 1, 2).float(), self.image_size) / 255.0
         return normalize(x, INCEPTION_MEAN, INCEPTION_STD)
 
-    def tokenizer(self, folders: Sequence[Path]) -> Tokenize:
-        """The snapshot's tokenizer, from the first of ``folders`` that holds its files."""
+    def tokenizer(self, folders: Sequence[Path], random_weights: bool = False) -> Tokenize:
+        """The snapshot's tokenizer, from the first of ``folders`` that holds its files.
+
+        With random weights and no tokenizer files, :func:`hashed_words` stands in: the text
+        embeddings of a random network mean nothing whatever the token ids, and a dry run (a recipe
+        with ``--random-weights``) should not need a download. Real weights always need the real one.
+        """
         found = next((f for f in folders if all((f / n).is_file() for n in SIGLIP_TOKENIZER_FILES)), None)
+        text = self.model_config["text_cfg"]
+        if found is None and random_weights:
+            return hashed_words(text["context_length"], text["vocab_size"])
         if found is None:
             where = ", ".join(map(str, folders)) or "nowhere (no weights directory is set)"
             raise WeightsMissingError(f"the {self.hf_repo} tokenizer ({', '.join(SIGLIP_TOKENIZER_FILES)}) is needed "
-                                      f"to embed the templates, also with random weights, but no folder holds it "
+                                      f"to embed the templates with the real weights, but no folder holds it "
                                       f"(looked in {where}); copy the whole snapshot folder from "
                                       f"https://huggingface.co/{self.hf_repo} (featbank never downloads it)")
-        text = self.model_config["text_cfg"]
         return hf_tokenizer(found, text["context_length"], text.get("tokenizer_kwargs", {}))
+
+
+def hashed_words(context_length: int, vocab_size: int) -> Tokenize:
+    """A deterministic stand-in tokenizer for random-weights dry runs: each word's CRC-32 as its id.
+
+    Ids 0 and 1 are left free (padding and end), every other id is below ``vocab_size``, and the
+    sequence is padded with 1 to ``context_length``: the shapes and ranges the SigLIP text tower
+    takes, with no tokenizer file and no download.
+    """
+    def tokenize(texts: Sequence[str]) -> torch.Tensor:
+        out = torch.ones(len(texts), context_length, dtype=torch.long)
+        for i, sentence in enumerate(texts):
+            ids = [zlib.crc32(word.encode()) % (vocab_size - 2) + 2 for word in sentence.lower().split()]
+            out[i, : min(len(ids), context_length)] = torch.tensor(ids[:context_length], dtype=torch.long)
+        return out
+    return tokenize
 
 
 CLIP_L14_SHA256 = "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
@@ -417,17 +442,18 @@ class Templates(DeepExtractor):
 
     def setup(self, device: str = "cpu", weights: WeightsPolicy | None = None) -> None:
         """As every deep extractor; the weights directory is kept because a SigLIP model built with
-        random weights still reads its tokenizer from the snapshot folder there."""
+        random weights reads its tokenizer from the snapshot folder there when it is present."""
         self._weights_dir = (weights or WeightsPolicy()).directory
         super().setup(device, weights)
 
     def load_weights(self, path: Path | None) -> None:
         """Build (and load) the model, then embed every template sentence once with it. The tokenizer
         comes first, so a missing one fails before a large model is built; it is read from the
-        checkpoint's folder, or with random weights from where the checkpoint would be looked for."""
+        checkpoint's folder, or with random weights from where the checkpoint would be looked for
+        (and stood in for by :func:`hashed_words` when absent)."""
         self.text_features = None
         folders = [path.parent] if path else [p.parent for p in candidates(self.weights, self._weights_dir)]
-        tokenize = self.backbone.tokenizer(folders)
+        tokenize = self.backbone.tokenizer(folders, random_weights=path is None)
         super().load_weights(path)
         with self.inference():
             tokens = tokenize(self.templates.sentences).to(self.device)

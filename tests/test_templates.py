@@ -298,12 +298,29 @@ def test_siglip_snapshot_loads_strictly_with_its_own_tokenizer(tiny, tmp_path, m
         ready("templates:siglip-b16", WeightsPolicy(directory=tmp_path))
 
 
-def test_siglip_without_tokenizer_files_says_which_and_where(tiny, tmp_path):
+def test_siglip_without_tokenizer_files_says_which_and_where(tiny, tmp_path, monkeypatch):
+    """Real weights need the real tokenizer; a random-weights dry run hashes words instead (and
+    uses the real tokenizer when its files are there)."""
+    monkeypatch.setitem(MODELS, "siglip-b16", replace(MODELS["siglip-b16"], sha256=None))
+    folder = tmp_path / "timm" / "ViT-B-16-SigLIP"
+    folder.mkdir(parents=True)
+    save_file(MODELS["siglip-b16"].build().state_dict(), str(folder / "open_clip_model.safetensors"))
     with pytest.raises(WeightsMissingError, match=r"tokenizer \(tokenizer\.json, tokenizer_config\.json\) is "
-                                                  r"needed.*also with random weights.*" + re.escape(str(tmp_path))):
-        ready("templates:siglip-b16", WeightsPolicy(directory=tmp_path, random=True))
+                                                  r"needed.*real weights.*" + re.escape(str(folder))):
+        ready("templates:siglip-b16", WeightsPolicy(directory=tmp_path))
+    dry = ready("templates:siglip-b16", WeightsPolicy(directory=tmp_path / "empty", random=True))
+    assert dry.random_weights and not tiny  # the stand-in, not the snapshot's tokenizer
+    out = dry.forward(frames(40, 48, n=2))
+    assert np.isfinite(out).all()
     tokenizer_files(tmp_path / "timm" / "ViT-B-16-SigLIP")
-    assert ready("templates:siglip-b16", WeightsPolicy(directory=tmp_path, random=True)).random_weights
+    assert ready("templates:siglip-b16", WeightsPolicy(directory=tmp_path, random=True)).random_weights and tiny
+
+
+def test_the_dry_run_tokenizer_hashes_words_into_the_vocabulary():
+    tokens = tm.hashed_words(8, 50)(["a photo with bad quality", "a photo with good quality"])
+    assert tokens.shape == (2, 8) and tokens.dtype == torch.long
+    assert (tokens[:, 5:] == 1).all() and (tokens[:, :5] >= 2).all() and (tokens < 50).all()
+    assert (tokens[0, :3] == tokens[1, :3]).all() and tokens[0, 3] != tokens[1, 3]
 
 
 def test_real_siglip_tokenizer_needs_transformers(tmp_path, monkeypatch):
