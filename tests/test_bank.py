@@ -214,3 +214,17 @@ def test_groups_lists_readable_names_dims_and_counts(tmp_path):
     y = infos["y@3cccc"]
     assert (y.pooled_dim, y.steps, y.counts["ok"], y.counts["pending"]) == (4, (3, 2), 1, 1)
     assert bank.summary()["groups"]["y@3cccc"]["name"] == "y"
+
+
+def test_a_track_being_recorded_by_another_writer_is_left_out_of_the_hash_cache(tmp_path):
+    """Commands read the bank's remembered tracks before taking the lock; a track another process
+    has created but not yet described (as a reader could catch it before tracks were written in one
+    metadata write) must not stop them: its files are simply hashed again."""
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x" * 10)
+    bank = FeatureBank(tmp_path / "b.zarr")
+    bank.save_track(tmp_path / "m.csv", ["a"], [video], [b"\x01" * 32])
+    bank.root["tracks"].create_group("in_progress")
+    stat = video.stat()
+    assert bank.hash_cache() == {(str(video.resolve()), stat.st_size, stat.st_mtime_ns): b"\x01" * 32}
+    assert [t["items"] for t in bank.tracks()] == [1]

@@ -52,9 +52,15 @@ def match_rows(known: np.ndarray, digests: Iterable[bytes]) -> np.ndarray:
 
 
 def hash_cache_of(tracks: Iterable[Mapping]) -> dict[tuple[str, int, int], bytes]:
-    """(absolute path, size, mtime_ns) → digest, from the attributes of the tracks a bank remembers."""
+    """(absolute path, size, mtime_ns) → digest, from the attributes of the tracks a bank remembers.
+
+    A track another process is recording right now (read before its attributes, without the lock:
+    the cache only saves hashing) is skipped; its files are hashed instead.
+    """
     cache: dict[tuple[str, int, int], bytes] = {}
     for a in tracks:
+        if not all(key in a for key in ("paths", "sizes", "mtimes", "digests")):
+            continue
         for p, s, m, d in zip(a["paths"], a["sizes"], a["mtimes"], a["digests"]):
             cache[(p, int(s), int(m))] = bytes.fromhex(d)
     return cache

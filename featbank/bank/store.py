@@ -637,7 +637,10 @@ class FeatureBank:
         tracks = self.root.require_group("tracks")
         if slug in tracks and dict(tracks[slug].attrs) == record:
             return  # nothing to write: a re-run over a read-only bank stays read-only
-        tracks.require_group(slug).attrs.update(record)
+        if slug in tracks:
+            tracks[slug].attrs.update(record)
+        else:  # group and attributes in one metadata write: a reader never sees the group without them
+            tracks.create_group(slug, attributes=record)
 
     def hash_cache(self) -> dict[tuple[str, int, int], bytes]:
         """(absolute path, size, mtime_ns) → digest, from every track the bank remembers."""
@@ -649,7 +652,7 @@ class FeatureBank:
         if "tracks" not in self.root:
             return []
         return [{"manifest": t.attrs["manifest"], "items": len(t.attrs["video_ids"])}
-                for _, t in self.root["tracks"].groups()]
+                for _, t in self.root["tracks"].groups() if "video_ids" in t.attrs]
 
     # -------------------------------------------------------------- overview
     def summary(self) -> dict:
