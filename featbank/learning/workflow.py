@@ -93,16 +93,17 @@ def training_data(manifest: Manifest | Path, bank: FeatureBank | str | Path, fea
     bank = _as_bank(bank)
     fb = load_feature_blocks(bank, manifest, features)
     groups = manifest.groups.to_numpy()[fb.usable] if manifest.groups is not None else None
-    steps = _usable_steps(bank, manifest, fb, learners)
+    read_steps = any(engine.reads_steps(learner) for learner in learners)
+    steps = _usable_steps(bank, manifest, fb, list(fb.blocks) if read_steps else [])
     return TrainingData(manifest, list(targets), fb, fb.subset(), labels.to_numpy()[fb.usable], groups, steps)
 
 
 def _usable_steps(bank: FeatureBank, manifest: Manifest, fb: FeatureBlocks,
-                  learners: list[str]) -> dict[str, np.ndarray] | None:
-    """Per-step blocks of the usable rows, when a learner reads them (None otherwise)."""
-    if not any(engine.reads_steps(learner) for learner in learners):
+                  names: list[str]) -> dict[str, np.ndarray] | None:
+    """The per-step form of the named blocks over ``fb``'s usable rows; None when none is named."""
+    if not names:
         return None
-    return {name: X[fb.usable] for name, X in load_step_blocks(bank, manifest, list(fb.blocks)).items()}
+    return {name: X[fb.usable] for name, X in load_step_blocks(bank, manifest, names).items()}
 
 
 @dataclass
@@ -241,8 +242,7 @@ def predict_manifest(manifest_path: Path, bank_path: str | Path, model_dir: Path
     manifest = load_manifest(manifest_path)
     bank = FeatureBank(bank_path, mode="r")
     fb = load_feature_blocks(bank, manifest, keys)
-    steps = ({name: X[fb.usable] for name, X in load_step_blocks(bank, manifest, list(model.step_dims)).items()}
-             if model.step_dims else None)
+    steps = _usable_steps(bank, manifest, fb, list(model.step_dims))
     ids = np.asarray(manifest.video_ids)
     missing = ids[~fb.usable]
     if not fb.usable.any() or (missing.size and fill_missing is None):
