@@ -20,7 +20,6 @@ that records what it was asked; the real one is open_clip's ``HFTokenizer`` on t
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,18 +69,16 @@ def frames(h: int, w: int, n: int = 3, seed: int = 0) -> np.ndarray:
 
 
 class StandInTokenizer:
-    """Word ids by CRC, padded to the context length: what the SigLIP tokenizer's output looks like."""
+    """The SigLIP tokenizer's place in tests (``transformers`` is not installed): records what it was
+    built from and asked, and hashes words as the dry-run tokenizer does."""
 
     def __init__(self, folder: Path, context_length: int, options: dict) -> None:
         self.folder, self.context_length, self.options, self.asked = folder, context_length, options, []
+        self.tokenize = tm.hashed_words(context_length, TINY_SIGLIP["text_cfg"]["vocab_size"])
 
     def __call__(self, texts):
         self.asked.append(list(texts))
-        out = torch.ones(len(texts), self.context_length, dtype=torch.long)
-        for i, text in enumerate(texts):
-            ids = [zlib.crc32(w.encode()) % 997 + 2 for w in text.split()][: self.context_length]
-            out[i, : len(ids)] = torch.tensor(ids)
-        return out
+        return self.tokenize(texts)
 
 
 @pytest.fixture
