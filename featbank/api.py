@@ -105,7 +105,7 @@ def evaluate(manifest: ManifestLike, bank: FeatureBank, features: str | Sequence
     """``featbank evaluate`` from Python: score ``learners`` (and the stack) under a protocol.
 
     ``options`` are those of :func:`featbank.learning.workflow.evaluate_manifest` (``protocol``,
-    ``stack``, ``stack_mode``, ``out_dir``, ``seed``, ``n_jobs``, ``progress``). Targets default to every label.
+    ``stack``, ``stack_mode``, ``reduce``, ``out_dir``, ``seed``, ``n_jobs``, ``progress``). Targets default to every label.
     """
     return _run_workflow("evaluate_manifest", manifest, bank, features, learners, targets, options)
 
@@ -115,6 +115,6 @@ def fit(manifest: ManifestLike, bank: FeatureBank, features: str | Sequence[str]
     """``featbank fit`` from Python: cross-validate, then fit and save the final model.
 
     ``options`` are those of :func:`featbank.learning.workflow.fit_manifest` (``protocol``,
-    ``stack``, ``stack_mode``, ``out_dir``, ``seed``, ``n_jobs``, ``progress``). Targets default to every label.
+    ``stack``, ``stack_mode``, ``reduce``, ``out_dir``, ``seed``, ``n_jobs``, ``progress``). Targets default to every label.
     """
     return _run_workflow("fit_manifest", manifest, bank, features, learners, targets, options)

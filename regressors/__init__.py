@@ -36,10 +36,13 @@ class LearnerEntry:
 
 PIPELINE_TYPES: tuple[str, ...] = (
     "sklearn.pipeline.Pipeline",
-    "sklearn.impute.SimpleImputer",
+    "regressors.preprocess.MedianImputer",
+    "sklearn.impute.SimpleImputer",  # the imputer of models saved by featbank before MedianImputer
     "sklearn.preprocessing.StandardScaler",
+    "regressors.preprocess.FoldPCA",
+    "sklearn.decomposition.PCA",
 )
-"""The ``impute -> scale -> model`` pipeline :func:`make_learner` wraps every model in."""
+"""The ``impute -> scale [-> reduce] -> model`` pipeline :func:`make_learner` wraps every model in."""
 
 _STANDARDISED_TARGET = ("sklearn.compose.TransformedTargetRegressor", "sklearn.preprocessing.StandardScaler")
 
@@ -69,6 +72,7 @@ LEARNERS: tuple[str, ...] = tuple(LEARNER_TABLE)
 _LAZY = {
     "make_learner": "regressors.learners",
     "fit_targets": "regressors.learners",
+    "prepare": "regressors.learners",
     "predict_targets": "regressors.learners",
     "load_learner": "regressors.persist",
     "save_learner": "regressors.persist",

@@ -12,11 +12,13 @@ so every block keeps its declared width. Defaults target the small-data regime o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from lightgbm import LGBMRegressor
 from sklearn.base import RegressorMixin, clone
 from sklearn.compose import TransformedTargetRegressor
-from sklearn.impute import SimpleImputer
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import Pipeline
@@ -27,6 +29,7 @@ from regressors import LEARNER_TABLE, learner_entry, resolve
 from regressors.elasticnet import SelfTunedElasticNet
 from regressors.kernel_svr import KernelSVR
 from regressors.mlp import MLPHeadRegressor, TargetColumn
+from regressors.preprocess import MedianImputer, make_reducer
 from regressors.spec import parse_learner
 from regressors.svr_grid import SVRGridRegressor
 
@@ -107,13 +110,15 @@ def temporal(random_state: int) -> RegressorMixin:
     return TemporalHead(random_state=random_state)
 
 
-def make_learner(spec: str, random_state: int = 0) -> Pipeline:
-    """A fresh, unfitted ``SimpleImputer(median) -> StandardScaler -> model`` pipeline for a learner spec.
+def make_learner(spec: str, random_state: int = 0, reduce: str | None = None) -> Pipeline:
+    """A fresh, unfitted ``MedianImputer -> StandardScaler -> model`` pipeline for a learner spec.
 
     ``spec`` is a name or ``name(key=value, ...)`` (see :mod:`regressors.spec`): the parameters are
     set on the model step. ``random_state`` seeds the stochastic models (LightGBM, MLP, temporal
-    head) and svr_grid's inner selection split; the others ignore it. A learner reading per-step
-    features (``inputs="steps"``) gets pass-through steps instead: imputing or scaling a
+    head), svr_grid's inner selection split and the reduction; the others ignore it. ``reduce``
+    (``"pca:N"``, :mod:`regressors.preprocess`) puts a PCA fitted on the training rows between the
+    scaler and the model. A learner reading per-step features (``inputs="steps"``) gets
+    pass-through steps instead, and no reduction: imputing, scaling or projecting a
     ``(items, steps, features)`` array column-wise would destroy its mask, so such a model
     normalises over the valid steps itself.
     """
@@ -135,45 +140,72 @@ def make_learner(spec: str, random_state: int = 0) -> Pipeline:
                 raise UsageError(f"learner {spec!r}: {exc}") from None
     if entry.inputs == "steps":
         return Pipeline([("impute", "passthrough"), ("scale", "passthrough"), ("model", model)])
-    return Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("scale", StandardScaler()),
-            ("model", model),
-        ]
-    )
+    steps: list[tuple[str, Any]] = [
+        ("impute", MedianImputer()),
+        ("scale", StandardScaler()),
+    ]
+    reducer = make_reducer(reduce, random_state)
+    if reducer is not None:
+        steps.append(("reduce", reducer))
+    return Pipeline([*steps, ("model", model)])
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A training part's fitted preprocessing steps and what they made of it.
+
+    Imputation, scaling and the reduction depend only on the features, so every learner (of the
+    same input kind) and every target fitted on one training part can share them: at deep-feature
+    widths the PCA costs as much as a fast learner's fit.
+    """
+
+    steps: list[tuple[str, Any]]
+    Z: np.ndarray
+
+
+def prepare(name: str, X: np.ndarray, random_state: int = 0, reduce: str | None = None) -> Prepared:
+    """The preprocessing of learner ``name``'s pipeline fitted on ``X``, with ``X`` transformed."""
+    preprocess = Pipeline(make_learner(name, random_state, reduce).steps[:-1])
+    Z = preprocess.fit_transform(X)
+    return Prepared(preprocess.steps, Z)
 
 
 def fit_targets(name: str, X: np.ndarray, Y: np.ndarray, random_state: int = 0,
-                templates: list[RegressorMixin] | None = None) -> list[Pipeline]:
+                templates: list[RegressorMixin] | None = None, reduce: str | None = None,
+                prepared: Prepared | None = None) -> list[Pipeline]:
     """One fitted :func:`make_learner` pipeline per column of ``Y``, sharing the work they have in common.
 
-    The imputer and scaler depend only on ``X``: they are fitted once and shared by every target's
-    pipeline. A learner whose entry names a ``shared_fit`` (the SVR's kernel) fits all targets in
-    one call; the others are fitted target by target. ``templates`` (one unfitted model step per
-    target, e.g. an svr_grid fixed to the pair its outer fit chose) replace the learner's default
-    model. The pipelines equal ``make_learner(name).fit(X, Y[:, j])`` each.
+    The imputer, scaler and reduction depend only on ``X``: they are fitted once and shared by
+    every target's pipeline, and by other learners too when the caller passes the same
+    ``prepared`` (:func:`prepare` on this ``X``). A learner whose entry names a ``shared_fit`` (the
+    SVR's kernel) fits all targets in one call; the others are fitted target by target.
+    ``templates`` (one unfitted model step per target, e.g. an svr_grid fixed to the pair its
+    outer fit chose) replace the learner's default model. The pipelines equal
+    ``make_learner(name, random_state, reduce).fit(X, Y[:, j])`` each.
     """
-    template = make_learner(name, random_state)
-    preprocess = Pipeline(template.steps[:-1]).fit(X)
-    Z = preprocess.transform(X)
+    if prepared is None:
+        prepared = prepare(name, X, random_state, reduce)
+    Z = prepared.Z
+    template = make_learner(name, random_state).steps[-1][1]
     shared_fit = learner_entry(name).shared_fit
     if templates is not None:
         models = [clone(t).fit(Z, Y[:, j]) for j, t in enumerate(templates)]
     elif shared_fit is not None:
-        models = resolve(shared_fit)(template.steps[-1][1], Z, Y)
+        models = resolve(shared_fit)(template, Z, Y)
     else:
-        models = [clone(template.steps[-1][1]).fit(Z, Y[:, j]) for j in range(Y.shape[1])]
-    return [Pipeline([*preprocess.steps, ("model", model)]) for model in models]
+        models = [clone(template).fit(Z, Y[:, j]) for j in range(Y.shape[1])]
+    return [Pipeline([*prepared.steps, ("model", model)]) for model in models]
 
 
-def predict_targets(models: list[Pipeline], X: np.ndarray) -> np.ndarray:
+def predict_targets(models: list[Pipeline], X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
     """``(n, targets)`` predictions of the pipelines :func:`fit_targets` returned, doing once what they share.
 
-    The pipelines share one fitted imputer and scaler, applied here once; heads fitted for every
-    target at once (the MLP's :class:`~regressors.mlp.TargetColumn` views) run once.
+    The pipelines share one fitted imputer, scaler (and reduction), applied here once, or not at
+    all when the caller passes ``Z``, ``X`` through that shared preprocessing already; heads
+    fitted for every target at once (the MLP's :class:`~regressors.mlp.TargetColumn` views) run once.
     """
-    Z = Pipeline(models[0].steps[:-1]).transform(X)
+    if Z is None:
+        Z = Pipeline(models[0].steps[:-1]).transform(X)
     heads: dict[int, np.ndarray] = {}
     columns = []
     for model in models:

@@ -137,6 +137,10 @@ LOSSES: dict[str, Loss] = {
 }
 """Loss name -> function. Heads also take weighted sums of these names, see :func:`resolve_loss`."""
 
+ELEMENTWISE: frozenset[Loss] = frozenset({mse_loss, l1_loss})
+"""Losses that are a mean over elements: on a ``(batch, targets)`` matrix their mean over every
+element equals the mean of their per-target values, so a multi-output head computes them in one call."""
+
 
 def resolve_loss(expression: str) -> Loss:
     """The loss a head's ``loss`` parameter names: one of :data:`LOSSES` or a weighted sum of them.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from regressors.losses import Loss
+from regressors.losses import ELEMENTWISE, Loss
 
 
 @contextmanager
@@ -33,7 +33,14 @@ def single_thread() -> Iterator[None]:
 
 
 def per_column(loss: Loss) -> Loss:
-    """The mean of ``loss`` over output columns: each target keeps its own correlation or ranking."""
+    """The mean of ``loss`` over output columns: each target keeps its own correlation or ranking.
+
+    An elementwise loss (MSE, L1) is applied to the whole matrix at once: the same value, without a
+    loop over targets that cost a quarter of a six-target MLP's training step.
+    """
+    if loss in ELEMENTWISE:
+        return loss
+
     def total(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.stack([loss(pred[:, j], target[:, j]) for j in range(pred.shape[1])]).mean()
     return total

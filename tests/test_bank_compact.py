@@ -155,3 +155,26 @@ def test_compact_command_refuses_banks_it_cannot_pack(bank, tmp_path, capsys):
     assert main(["compact", "--bank", f"file://{bank.path}"]) == 3
     assert "local folder" in capsys.readouterr().err
     assert main(["compact", "--bank", str(tmp_path / "none.zarr")]) == 3
+
+
+def test_pack_finished_packs_large_finished_groups_only_and_survives_a_failed_packing(bank, monkeypatch):
+    from featbank.bank.compact import is_packed, pack_finished
+
+    before = snapshot(bank)
+    assert pack_finished(bank, ["x@1", "y@3"]) == []  # N rows < AUTO_PACK_ROWS: nothing to gain
+    monkeypatch.setattr(compact, "AUTO_PACK_ROWS", N)
+    real = compact.relayout
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compact, "relayout", disk_full)
+    lines = pack_finished(bank, ["x@1", "y@3"])  # y@3 has rows pending: skipped
+    assert len(lines) == 1 and lines[0].startswith("x@1: left in row chunks") and "No space" in lines[0]
+    assert not is_packed(bank.chunk_files("features/x@1/pooled"))
+    assert_same(before, snapshot(bank))
+    monkeypatch.setattr(compact, "relayout", real)
+    assert pack_finished(bank, ["x@1", "y@3"])[0].startswith("x@1: packed")
+    assert is_packed(bank.chunk_files("features/x@1/pooled"))
+    assert not is_packed(bank.chunk_files("features/y@3/pooled"))
+    assert_same(before, snapshot(bank))

@@ -196,6 +196,42 @@ def test_oof_stack_mode_blends_the_outer_predictions_with_k_fits_per_base(result
     assert "oof" in cheap.describe()
 
 
+def test_ring_stack_mode_trains_each_meta_learner_on_its_two_neighbour_folds_by_hand(result, problem, folds) -> None:
+    """stack_mode="ring": for test fold f, level-1 predictions of folds f-1 and f+1 (cyclic) from models
+    fitted without {f, f-1} and {f, f+1}; k pair fits per base instead of k(k-1)/2."""
+    blocks, y = problem
+    calls: list[tuple[int, int]] = []
+    ring = evaluate(blocks, y, ["mos"], LEARNERS, PROTOCOL, stack=True, stack_mode="ring", n_jobs=1,
+                    progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1][1] == REPEATS * len(blocks) * len(LEARNERS) * 2 * K  # K outer + K pair fits
+    bases = [f"{b}/{l}" for b in blocks for l in LEARNERS]
+    for repeat in range(REPEATS):
+        outer = np.column_stack([predictions(result.predictions, b, repeat) for b in bases])
+        expected = np.empty(N)
+        for f in range(K):
+            test = folds[repeat] == f
+            neighbours = [(f - 1) % K, (f + 1) % K]
+            level1 = np.full_like(outer, np.nan)
+            for g in neighbours:
+                inner = folds[repeat] == g
+                for j, base in enumerate(bases):
+                    block, learner = base.split("/")
+                    level1[inner, j] = make_learner(learner, random_state=SEED + repeat).fit(
+                        blocks[block][~(test | inner)], y[~(test | inner)]).predict(blocks[block][inner])
+            rows = np.isin(folds[repeat], neighbours)
+            expected[test] = LinearRegression(positive=True).fit(level1[rows], y[rows]).predict(outer[test])
+        np.testing.assert_allclose(predictions(ring.predictions, STACK, repeat), expected, rtol=1e-9, atol=1e-12)
+    assert "ring" in ring.describe()
+
+
+def test_ring_with_three_folds_is_the_nested_stack(problem) -> None:
+    blocks, y = problem
+    three = KFoldProtocol(3, 1, seed=SEED)
+    nested = evaluate(blocks, y, ["mos"], LEARNERS, three, stack=True, n_jobs=1)
+    ring = evaluate(blocks, y, ["mos"], LEARNERS, three, stack=True, stack_mode="ring", n_jobs=1)
+    pd.testing.assert_frame_equal(ring.predictions, nested.predictions)
+
+
 def test_scores_table_recomputes_from_oof(result) -> None:
     assert len(result.scores) == REPEATS * 5
     for row in result.scores.itertuples():
@@ -435,11 +471,13 @@ def test_in_sample_main_score_of_final_stack_is_high(stacked, problem) -> None:
 # ---------------------------------------------------------------- held-out rounds
 
 
-def test_held_out_stack_equals_independent_recomputation(problem) -> None:
-    """Held-out round: bases fit on the training part (in its order); the meta-learner on inner-fold OOF."""
+@pytest.mark.parametrize("mode", ["nested", "ring"])
+def test_held_out_stack_equals_independent_recomputation(problem, mode: str) -> None:
+    """Held-out round: bases fit on the training part (in its order); the meta-learner on inner-fold OOF
+    (with ``ring``, of the first two inner folds only)."""
     blocks, y = problem
     protocol = VidevalProtocol(2)
-    result = evaluate(blocks, y, ["mos"], ["ridge"], protocol, stack=True, n_jobs=1)
+    result = evaluate(blocks, y, ["mos"], ["ridge"], protocol, stack=True, n_jobs=1, stack_mode=mode)
     bases = result.bases
     for r, rnd in enumerate(protocol.rounds(N)):
         train, test = rnd.rows((0,), inside=False), rnd.rows((0,), inside=True)
@@ -448,13 +486,16 @@ def test_held_out_stack_equals_independent_recomputation(problem) -> None:
             make_learner("ridge", random_state=rnd.seed).fit(blocks[b.split("/")[0]][train], y[train])
             .predict(blocks[b.split("/")[0]][test]) for b in bases])
         level1 = np.empty((len(train), len(bases)))
-        for g in np.unique(inner):
+        partners = np.unique(inner) if mode == "nested" else np.unique(inner)[:2]
+        assert len(np.unique(inner)) > 2  # so that ring differs
+        for g in partners:
             held = inner == g
             for j, base in enumerate(bases):
                 X = blocks[base.split("/")[0]][train]
                 level1[held, j] = make_learner("ridge", random_state=rnd.seed).fit(
                     X[~held], y[train][~held]).predict(X[held])
-        expected = LinearRegression(positive=True).fit(level1, y[train]).predict(outer)
+        used = np.isin(inner, partners)
+        expected = LinearRegression(positive=True).fit(level1[used], y[train][used]).predict(outer)
         got = result.predictions[(result.predictions["round"] == r) & (result.predictions["model"] == STACK)]
         np.testing.assert_array_equal(got["sample"], test)
         np.testing.assert_allclose(got["y_pred"], expected, rtol=1e-9, atol=1e-12)

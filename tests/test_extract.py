@@ -255,3 +255,28 @@ def test_batched_extractor_gets_the_steps_it_would_get_without_reuse(make_video)
     frames = np.stack([picture.rgb for _, picture in src.decode(mean.sampling.plan(src.info).frame_indices.ravel())])
     assert len(frames) == 5 and mean.batch_size == 3  # a full batch and a partial one
     np.testing.assert_array_equal(out[mean.key].steps, mean.forward(frames[:, None]))
+
+
+def test_a_finished_extraction_packs_its_large_groups_and_the_next_run_extends_them(make_video, tmp_path, monkeypatch):
+    from featbank.bank import compact
+
+    files = [make_video(f"v{i}.mp4", n=12, seed=i) for i in range(4)]
+    manifest = write_manifest(tmp_path, files[:3])
+    key = extractors.create("test-mean").key
+    monkeypatch.setattr(compact, "AUTO_PACK_ROWS", 10**9)  # too small to pack: row chunks stay
+    extract_manifest(manifest, tmp_path / "rows.zarr", ["test-mean"], progress=False)
+    rows_bank = FeatureBank(tmp_path / "rows.zarr", mode="r")
+    assert not compact.is_packed(rows_bank.chunk_files(f"features/{key}/pooled"))
+    monkeypatch.setattr(compact, "AUTO_PACK_ROWS", 3)
+    extract_manifest(manifest, tmp_path / "packed.zarr", ["test-mean"], progress=False)
+    bank = FeatureBank(tmp_path / "packed.zarr", mode="r")
+    assert all(compact.is_packed(bank.chunk_files(f"features/{key}/{name}")) for name in compact.PACKED_ARRAYS)
+    for packed, chunked in zip(bank.pooled(key, np.arange(3)), rows_bank.pooled(key, np.arange(3)), strict=True):
+        np.testing.assert_array_equal(packed, chunked)
+    # a later run adds an item: it unpacks the group to write, and packs it again as it ends
+    extract_manifest(write_manifest(tmp_path, files), tmp_path / "packed.zarr", ["test-mean"], progress=False)
+    bank = FeatureBank(tmp_path / "packed.zarr", mode="r")
+    assert compact.is_packed(bank.chunk_files(f"features/{key}/pooled")) and bank.validate() == []
+    assert bank.counts(key)["ok"] == 4
+    for packed, chunked in zip(bank.pooled(key, np.arange(3)), rows_bank.pooled(key, np.arange(3)), strict=True):
+        np.testing.assert_array_equal(packed, chunked)

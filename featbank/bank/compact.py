@@ -151,6 +151,36 @@ def pack_group(bank: FeatureBank, key: str) -> str:
                                          for r in result)
 
 
+AUTO_PACK_ROWS = 1024
+"""A group an extraction leaves finished with at least this many rows is packed as the run ends.
+
+Below it a group is a few dozen row chunks, read cold about as fast packed or not, and packing
+would only add a re-layout to every small incremental run (tests, demos, a lab's first videos)."""
+
+
+def pack_finished(bank: FeatureBank, keys: list[str]) -> list[str]:
+    """Pack each group of ``keys`` that a run just left finished (no row pending) and that holds at
+    least :data:`AUTO_PACK_ROWS` rows, on a local ``bank`` opened for writing (under its lock).
+
+    What ``extract`` does as it ends, so a finished extraction is read cold like an imported table
+    (benchmarks/bench_bank_load.py) without a separate ``featbank compact``. A later run that
+    extends the group gives it its row chunks back first (:meth:`FeatureBank.ensure_group`) and
+    packs it again at its end. A failure here (a full disk) loses nothing: the re-layout is atomic,
+    and the group stays readable in its row chunks; the line says so.
+    """
+    done = []
+    for key in keys:
+        if bank.count < AUTO_PACK_ROWS or bank.chunk_files(f"features/{key}/pooled") is None:
+            continue
+        if (bank.status(key) == PENDING).any():
+            continue
+        try:
+            done.append(pack_group(bank, key))
+        except OSError as error:
+            done.append(f"{key}: left in row chunks, packing failed ({error}); run `featbank compact` later")
+    return done
+
+
 def compact_bank(bank: FeatureBank) -> list[str]:
     """:func:`pack_group` for every group of ``bank``, then the items' digests (which every
     manifest lookup reads; a registration unpacks them again): one line each."""
@@ -162,5 +192,5 @@ def compact_bank(bank: FeatureBank) -> list[str]:
     return done
 
 
-__all__ = ["PACKED_ARRAYS", "PACKED_BYTES", "PACKED_ITEMS", "PACKED_KEYS", "ROW_KEYS", "Relayout", "compact_bank", "is_packed",
-           "pack_group", "packed_rows", "relayout"]
+__all__ = ["AUTO_PACK_ROWS", "PACKED_ARRAYS", "PACKED_BYTES", "PACKED_ITEMS", "PACKED_KEYS", "ROW_KEYS", "Relayout",
+           "compact_bank", "is_packed", "pack_finished", "pack_group", "packed_rows", "relayout"]

@@ -39,8 +39,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "so loading a group reads like one contiguous file, also from a cold "
                                    "disk. Safe to interrupt: the new files are written beside the old ones "
                                    "and switched to in one step. A later extract or import into a packed "
-                                   "group gives it back its 32-row chunks first; run compact again when it "
-                                   "is done. Local banks only; takes the bank's write lock.")
+                                   "group gives it back its 32-row chunks first. extract and import pack "
+                                   "what they finish themselves (extract: groups of 1024+ rows), so this is "
+                                   "for banks written otherwise or by older featbanks. Local banks only; "
+                                   "takes the bank's write lock.")
     add_bank(p)
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to this long for another extract or import on the bank to finish")

@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace, default_protocol: str, refit: bool) -> int:
                                 progress=not args.no_progress, refit=refit, track=track,
                                 pairs=None if args.pairs is None else read_pairs(args.pairs),
                                 ensemble=getattr(args, "ensemble", "refit"), stack_mode=args.stack_mode,
-                                device=args.device)
+                                device=args.device, reduce=args.reduce)
     print(outcome.text)
     return 0
 

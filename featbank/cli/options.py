@@ -89,10 +89,16 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", action="store_true",
                    help="fit a non-negative linear meta-learner on the base models' held-out predictions "
                         "(trained on inner folds only, so the reported stack score does not leak)")
-    p.add_argument("--stack-mode", choices=("nested", "oof"), default="nested",
+    p.add_argument("--stack-mode", choices=("nested", "ring", "oof"), default="nested",
                    help="nested (default): the honest stack above, k + k(k-1)/2 fits per base under k-fold; "
-                        "oof: the meta-learner is trained on the other folds' out-of-fold predictions, k fits per "
-                        "base (3x fewer at k=5) for a slightly optimistic stack score")
+                        "ring: still honest, each fold's meta-learner trained on its two neighbour folds only, "
+                        "2k fits per base (10 instead of 15 at k=5); oof: the meta-learner is trained on the other "
+                        "folds' out-of-fold predictions, k fits per base, for a slightly optimistic stack score")
+    p.add_argument("--reduce", default=None, metavar="pca:N",
+                   help="end every pooled base's preprocessing with a PCA to N components, fitted on each "
+                        "fit's training part and shared by its learners and targets: deep features of thousands "
+                        "of dimensions fit many times faster (blocks no wider than N pass unchanged; the temporal "
+                        "head reads its per-step input unreduced)")
     p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default: all cores)")
     p.add_argument("--device", default="cpu",
                    help="torch device the torch heads (mlp, temporal) train on, e.g. cuda (default: cpu); "

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 import extractors
 from extractors.base import Extractor
+from featbank.bank.compact import pack_finished
 from featbank.bank.schema import GroupLayout, GroupSchema
 from featbank.bank.session import write_session
 from featbank.bank.store import FAILED, PENDING, ROW_CHUNK, FeatureBank, ItemRecord
@@ -298,7 +299,8 @@ def extraction_session(manifest_path: str | Path, bank_path: str | Path, specs: 
     wait for another writer). Full-disk and read-only errors inside become one BankError.
 
     When the bank already holds everything asked, the plan is empty and made without the lock or
-    any write.
+    any write. A run that ends normally packs the large groups it left finished
+    (:func:`featbank.bank.compact.pack_finished`).
     """
     manifest, exs, setup_s = _prepared(manifest_path, specs, device, weights)
     existing = _existing_bank(bank_path)
@@ -313,6 +315,7 @@ def extraction_session(manifest_path: str | Path, bank_path: str | Path, specs: 
         bank = FeatureBank(bank_path)
         rows = _register(bank, manifest, exs, specs, digests)
         yield _plan(bank, manifest, exs, specs, rows, retry_failed, setup_s)
+        pack_finished(bank, [ex.key for ex in exs])  # large finished groups: read cold from a few files
 
 
 def progress_bar(total: int, enabled: bool):

@@ -22,11 +22,19 @@ honest: the base model that predicted a row of fold g was trained on fold f, so 
 reach the meta-learner's inputs (not its targets). With a few non-negative weights the optimism
 is small, and the report names the mode. Held-out rounds have no outer predictions of their
 training part, so they always use their inner fits.
+
+``stack_mode="ring"`` is the cheaper *honest* stack: the meta-learner of test fold f is trained
+on the level-1 predictions of two other folds only, its neighbours f-1 and f+1 in a ring of the
+folds, from models fitted without {f, f-1} and {f, f+1}. Each pair fit serves both of its folds,
+so a pooled round needs k pair fits instead of k(k-1)/2 (5 instead of 10 at k = 5: 10 fit sets per
+base instead of 15), and no label of fold f reaches its weights. The price is a meta-learner
+trained on 2/k of the rows instead of (k-1)/k: plenty for a few non-negative weights on thousands
+of videos, noisier on a hundred. In a held-out round the two inner folds are the training part's
+first two. With three folds (or inner folds) it is ``nested``.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,7 +49,14 @@ from featbank.errors import FeatbankError, ManifestError, UsageError
 from featbank.learning.metrics import MIN_SAMPLES, score
 from featbank.learning.protocols import Protocol, Round, split_numbers
 from featbank.learning.results import STACK, Evaluation
-from regressors import fit_targets, learner_entry, make_learner, predict_targets
+from regressors import (
+    fit_targets,
+    learner_entry,
+    make_learner,
+    predict_targets,
+    prepare,
+)
+from regressors.preprocess import parse_reduce
 
 Progress = Callable[[int, int], None]
 
@@ -141,58 +156,98 @@ Exclusion = tuple[int, ...]
 
 @dataclass(frozen=True)
 class _Job:
-    """Fits of one base learner on one round, for every target, one per excluded fold set, in order.
+    """Fits of some base learners of one block on one round, for every target, one per excluded fold set.
 
-    Every target is fitted in the same job so that what the targets share (preprocessing, the
-    SVR's kernel) is computed once per training part. ``chained``: the first fit's
-    hyper-parameter choice (per target) is reused by the following ones.
+    The bases of a job read the same input of one block (its pooled matrix, or its per-step
+    array), so each fit's preprocessing (imputer, scaler, ``reduce``'s PCA) is fitted once and
+    shared by all of them, and every target is fitted in the same job so that what the targets
+    share (the SVR's kernel, one multi-output MLP) is computed once per training part.
+    ``chained``: the first fit's hyper-parameter choice (per learner and target) is reused by the
+    following ones.
     """
 
     round: int
-    base: int
+    bases: tuple[int, ...]
     exclusions: tuple[Exclusion, ...]
     chained: bool
 
 
-def _run_job(X: np.ndarray, Y: np.ndarray, rnd: Round, learner: str, exclusions: tuple[Exclusion, ...],
-             chained: bool, keep: bool) -> tuple[list[np.ndarray], list[RegressorMixin] | None]:
-    """``(n_inside, targets)`` predictions of the samples inside each excluded fold set by models fitted on the rest.
+def _sharing_groups(bases: Sequence[str]) -> list[tuple[int, ...]]:
+    """Indices of the bases fitted together: the learners of one block that read the same input kind."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for b, base in enumerate(bases):
+        block, learner = split_base(base)
+        groups.setdefault((block, learner_entry(learner).inputs), []).append(b)
+    return [tuple(group) for group in groups.values()]
 
-    With ``keep``, the per-target models of a single-fold exclusion (an outer fit) are returned too.
+
+def _run_job(X: np.ndarray, Y: np.ndarray, rnd: Round, learners: tuple[str, ...], exclusions: tuple[Exclusion, ...],
+             chained: bool, keep: bool, reduce: str | None
+             ) -> tuple[list[np.ndarray], list[list[RegressorMixin]] | None]:
+    """``(n_inside, learners, targets)`` predictions of the samples inside each excluded fold set by
+    models fitted on the rest, with one preprocessing per fit shared by the learners.
+
+    With ``keep``, each learner's per-target models of a single-fold exclusion (an outer fit) are returned too.
     """
-    out, templates, kept = [], None, None
+    out, kept = [], None
+    templates: list[list[RegressorMixin] | None] = [None] * len(learners)
     for excluded in exclusions:
         train, test = rnd.rows(excluded, inside=False), rnd.rows(excluded, inside=True)
-        models = fit_targets(learner, X[train], Y[train], random_state=rnd.seed, templates=templates)
-        if chained and templates is None and any(hasattr(m.steps[-1][1], "selected") for m in models):
-            templates = [_inner_template(model) for model in models]
+        prepared = prepare(learners[0], X[train], random_state=rnd.seed, reduce=reduce)
+        Z_test = Pipeline(prepared.steps).transform(X[test])
+        predictions = np.empty((len(test), len(learners), Y.shape[1]))
+        fitted = []
+        for i, learner in enumerate(learners):
+            models = fit_targets(learner, X[train], Y[train], random_state=rnd.seed, templates=templates[i],
+                                 prepared=prepared)
+            if chained and templates[i] is None and any(hasattr(m.steps[-1][1], "selected") for m in models):
+                templates[i] = [_inner_template(model) for model in models]
+            predictions[:, i] = predict_targets(models, X[test], Z=Z_test)
+            fitted.append(models)
         if keep and len(excluded) == 1:
-            kept = models
-        out.append(predict_targets(models, X[test]))
+            kept = fitted
+        out.append(predictions)
     return out, kept
 
 
-STACK_MODES = ("nested", "oof")
+STACK_MODES = ("nested", "ring", "oof")
 """How the stack's meta-learner is trained and scored (see the module docstring)."""
+
+
+def _partners(rnd: Round, f: int, stack_mode: str) -> list[int]:
+    """The folds whose level-1 predictions train test fold ``f``'s meta-learner (see the module docstring)."""
+    others = [g for g in rnd.fold_ids if g != f]
+    if stack_mode != "ring" or len(others) <= 2:
+        return others
+    if not rnd.pooled:
+        return others[:2]
+    i, k = rnd.fold_ids.index(f), len(rnd.fold_ids)
+    return sorted({rnd.fold_ids[(i - 1) % k], rnd.fold_ids[(i + 1) % k]})
+
+
+def _pair_exclusions(rnd: Round, stack_mode: str) -> list[Exclusion]:
+    """The fold pairs a round's stack fits models without, each once, in a stable order."""
+    pairs = {tuple(sorted((f, g))) for f in rnd.test_folds for g in _partners(rnd, f, stack_mode)}
+    return sorted(pairs)
 
 
 def _fits_pairs(rnd: Round, stack: bool, stack_mode: str) -> bool:
     """Whether the stack of ``rnd`` needs models fitted without two folds (see the module docstring)."""
-    return stack and (stack_mode == "nested" or not rnd.pooled)
+    return stack and (stack_mode != "oof" or not rnd.pooled)
 
 
-def _jobs(rounds: list[Round], n_bases: int, stack: bool, stack_mode: str, reuse_selected: bool) -> list[_Job]:
+def _jobs(rounds: list[Round], groups: list[tuple[int, ...]], stack: bool, stack_mode: str,
+          reuse_selected: bool) -> list[_Job]:
     jobs = []
     for r, rnd in enumerate(rounds):
         folds = rnd.fold_ids
         pairs = _fits_pairs(rnd, stack, stack_mode)
-        for b in range(n_bases):
+        inner = _pair_exclusions(rnd, stack_mode) if pairs else []
+        for group in groups:
             if rnd.pooled:
-                exclusions = [(f,) for f in folds] + (list(itertools.combinations(folds, 2)) if pairs else [])
-                jobs += [_Job(r, b, (e,), False) for e in exclusions]
+                jobs += [_Job(r, group, (e,), False) for e in [(f,) for f in folds] + inner]
             else:
-                inner = [(0, g) for g in folds if g != 0] if pairs else []
-                jobs.append(_Job(r, b, ((0,), *inner), reuse_selected))
+                jobs.append(_Job(r, group, ((0,), *inner), reuse_selected))
     return jobs
 
 
@@ -213,7 +268,7 @@ def _check_sizes(rounds: list[Round], stack: bool, stack_mode: str, learners: Se
         excluded = [sizes[f] for f in rnd.test_folds]
         pairs = _fits_pairs(rnd, stack, stack_mode)
         if pairs:
-            excluded += [sizes[f] + sizes[g] for f in rnd.test_folds for g in sizes if g != f]
+            excluded += [sizes[f] + sizes[g] for f, g in _pair_exclusions(rnd, stack_mode)]
         smallest = total - max(excluded)
         if smallest < need:
             raise UsageError(f"round {r}: a fit would train on only {smallest} sample(s), and "
@@ -240,24 +295,26 @@ def _blend(cache: Cache, rnd: Round, y: np.ndarray, outer: np.ndarray,
            stack_mode: str) -> tuple[np.ndarray, LinearRegression, dict[int, LinearRegression]]:
     """Honest stacked predictions of one round and target, the round's meta-learner, each test fold's.
 
-    For test fold f the meta-learner is trained on the other folds' level-1 predictions from
-    models that never saw f (nor the fold being predicted), then applied to f's outer predictions;
-    with ``stack_mode="oof"`` in a pooled round, on the other folds' outer predictions.
+    For test fold f the meta-learner is trained on its partner folds' (every other fold's, or
+    with ``stack_mode="ring"`` two of them) level-1 predictions from models that never saw f (nor
+    the fold being predicted), then applied to f's outer predictions; with ``stack_mode="oof"``
+    in a pooled round, on the other folds' outer predictions.
     The round's meta-learner (what the final model averages) is fitted on the full outer OOF
     matrix of a pooled round, and is fold 0's meta-learner in a held-out round.
     """
     stacked = np.full(len(y), np.nan)
     metas: dict[int, LinearRegression] = {}
     for f in rnd.test_folds:
+        train, test = rnd.rows((f,), inside=False), rnd.rows((f,), inside=True)
         if not _fits_pairs(rnd, True, stack_mode):
             level1 = outer
         else:
             level1 = np.full_like(outer, np.nan)
-            for g in rnd.fold_ids:
-                if g != f:
-                    rows = rnd.rows((g,), inside=True)
-                    level1[rows] = cache[tuple(sorted((f, g)))][rows]
-        train, test = rnd.rows((f,), inside=False), rnd.rows((f,), inside=True)
+            partners = _partners(rnd, f, stack_mode)
+            for g in partners:
+                rows = rnd.rows((g,), inside=True)
+                level1[rows] = cache[tuple(sorted((f, g)))][rows]
+            train = rnd.rows(tuple(partners), inside=True)
         metas[f] = fit_meta(level1[train], y[train])
         stacked[test] = metas[f].predict(outer[test])
     scored = rnd.scored
@@ -279,21 +336,25 @@ def evaluate(
     stack_mode: str = "nested",
     keep_models: bool = False,
     progress: Progress | None = None,
+    reduce: str | None = None,
 ) -> Evaluation:
     """Score every ``block/learner`` base (and the stack) per target on every round of ``protocol``.
 
     ``blocks`` maps a feature-block name to its (n, d) matrix (NaN allowed: each pipeline imputes
     within its training part); ``Y`` is (n, targets); ``steps`` maps the same block names to
     ``(n, steps, features)`` arrays (NaN on absent steps), needed when a learner reads steps
-    (:func:`reads_steps`). Fits run in parallel with joblib over
-    independent (round, base, excluded folds) jobs, each fitting every target with the work the
-    targets share done once; ``progress(done, total)`` counts per-target fits.
+    (:func:`reads_steps`). Fits run in parallel with joblib over independent (round, block,
+    excluded folds) jobs, each fitting every learner of the block that reads the same input, and
+    every target, with the work they share done once; ``progress(done, total)`` counts
+    per-target fits. ``reduce`` (``"pca:N"``, :mod:`regressors.preprocess`) adds a PCA to each fit's
+    preprocessing, fitted on its training part (the per-step heads read their input unreduced).
     ``reuse_selected=False`` re-runs svr_grid's and elasticnet's searches in every inner fit of held-out rounds
     (same protocol, 5x the SVR cost). ``keep_models`` keeps every split's fitted bases in
     ``Evaluation.split_models`` (what an ensemble of the split models is made of).
     """
     blocks, Y = check_inputs(blocks, Y, targets, learners)
     steps = check_steps(steps, blocks, Y.shape[0], learners)
+    parse_reduce(reduce)
     if stack_mode not in STACK_MODES:
         raise UsageError(f"unknown stack mode {stack_mode!r}; use one of {', '.join(STACK_MODES)}")
     n = Y.shape[0]
@@ -302,12 +363,12 @@ def evaluate(
         _check_stackable(rounds)
     _check_sizes(rounds, stack, stack_mode, learners)
     bases = base_names(blocks, learners)
-    parts = [split_base(base) for base in bases]
-    jobs = _jobs(rounds, len(bases), stack, stack_mode, reuse_selected)
-    total = sum(len(job.exclusions) for job in jobs) * len(targets)
+    learner_of = [split_base(base)[1] for base in bases]
+    jobs = _jobs(rounds, _sharing_groups(bases), stack, stack_mode, reuse_selected)
+    total = sum(len(job.exclusions) * len(job.bases) for job in jobs) * len(targets)
     calls = (
-        delayed(_run_job)(block_input(blocks, steps, bases[j.base]), Y, rounds[j.round], parts[j.base][1],
-                          j.exclusions, j.chained, keep_models)
+        delayed(_run_job)(block_input(blocks, steps, bases[j.bases[0]]), Y, rounds[j.round],
+                          tuple(learner_of[b] for b in j.bases), j.exclusions, j.chained, keep_models, reduce)
         for j in jobs
     )
     caches: dict[tuple[int, int], Cache] = {}
@@ -315,17 +376,19 @@ def evaluate(
     done = 0
     for job, (predictions, models) in zip(jobs, Parallel(n_jobs=n_jobs, return_as="generator")(calls), strict=True):
         rnd = rounds[job.round]
-        for t, model in enumerate(models or []):
-            kept[(job.round, job.exclusions[0][0], t, job.base)] = model
+        for b, per_target in zip(job.bases, models or [], strict=False):
+            for t, model in enumerate(per_target):
+                kept[(job.round, job.exclusions[0][0], t, b)] = model
         for excluded, pred in zip(job.exclusions, predictions, strict=True):
             inside = rnd.rows(excluded, inside=True)
             for t in range(len(targets)):
                 matrix = caches.setdefault((job.round, t), {}).setdefault(excluded, np.full((n, len(bases)), np.nan))
-                matrix[inside, job.base] = pred[:, t]
-        done += len(job.exclusions) * len(targets)
+                matrix[np.ix_(inside, job.bases)] = pred[:, :, t]
+        done += len(job.exclusions) * len(job.bases) * len(targets)
         if progress is not None:
             progress(done, total)
     evaluation = _collect(caches, rounds, Y, list(targets), bases, stack, protocol, groups is not None, stack_mode)
+    evaluation.reduce = reduce
     split_of = split_numbers(rounds)
     evaluation.split_models = {(split_of[(r, f)], targets[t], bases[b]): m for (r, f, t, b), m in kept.items()}
     return evaluation

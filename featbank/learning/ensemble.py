@@ -205,8 +205,8 @@ def load_model(directory: str | Path) -> FinalModel:
     return FittedEnsemble.load(directory)
 
 
-def _fit_full(X: np.ndarray, Y: np.ndarray, learner: str) -> list[RegressorMixin]:
-    return fit_targets(learner, X, Y, random_state=0)
+def _fit_full(X: np.ndarray, Y: np.ndarray, learner: str, reduce: str | None) -> list[RegressorMixin]:
+    return fit_targets(learner, X, Y, random_state=0, reduce=reduce)
 
 
 def fit_final(
@@ -222,7 +222,8 @@ def fit_final(
 ) -> FinalModel:
     """The final model: bases refitted on all data (``refit``) or the split models averaged (``mean``).
 
-    ``steps`` are the per-step blocks, as :func:`featbank.learning.engine.evaluate` takes them.
+    ``steps`` are the per-step blocks, as :func:`featbank.learning.engine.evaluate` takes them; the
+    refitted bases get the evaluation's ``reduce`` (each saved pipeline carries its PCA).
     """
     step_dims = {name: X.shape[-1] for name, X in (steps or {}).items()} if any(map(reads_steps, learners)) else {}
     if mode == "mean":
@@ -256,7 +257,7 @@ def fit_final(
     jobs = [(base, needed[base]) for base in bases if needed[base]]
     fitted = Parallel(n_jobs=n_jobs)(
         delayed(_fit_full)(block_input(blocks, steps, base), Y[:, [targets.index(t) for t in those]],
-                           split_base(base)[1])
+                           split_base(base)[1], evaluation.reduce)
         for base, those in jobs
     )
     models: dict[str, dict[str, RegressorMixin]] = {target: {} for target in targets}

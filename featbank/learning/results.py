@@ -56,6 +56,8 @@ class Evaluation:
     split_stack_weights: pd.DataFrame = field(default_factory=pd.DataFrame)
     split_models: dict[tuple[int, str, str], Any] = field(default_factory=dict)
     stack_mode: str = "nested"
+    reduce: str | None = None
+    """The ``--reduce`` every pooled base's preprocessing ended with (``"pca:128"``), None for none."""
 
     @property
     def n_splits(self) -> int:
@@ -68,10 +70,15 @@ class Evaluation:
         if self.stacked and self.stack_mode == "oof" and any(r.pooled for r in self.rounds):
             stack = ("; the stack's meta-learner is trained on the other folds' out-of-fold predictions "
                      "(stack mode `oof`: cheaper, slightly optimistic)")
+        elif self.stacked and self.stack_mode == "ring":
+            stack = ("; the stack's meta-learner is trained on two inner folds of each training part only "
+                     "(stack mode `ring`)")
         elif self.stacked:
             stack = "; the stack's meta-learner is trained on inner folds of each training part only"
+        reduce = (f"; every fit projects the pooled features on a PCA fitted on its training part (`{self.reduce}`)"
+                  if self.reduce else "")
         return (f"protocol `{self.protocol.spec}`: {self.protocol.describe()}{grouping} — "
-                f"{len(self.rounds)} round(s), {self.n_splits} split(s), {self.n} samples{stack}")
+                f"{len(self.rounds)} round(s), {self.n_splits} split(s), {self.n} samples{stack}{reduce}")
 
     def summary(self) -> pd.DataFrame:
         """Median and std over rounds of every metric per (target, model), best first per target.
@@ -125,7 +132,8 @@ class Evaluation:
             self.stack_weights.to_csv(directory / "stack_weights.csv", index=False)
         save_rounds(directory / "splits.npz", self.protocol, self.rounds, self.n)
         run = {"protocol": self.protocol.spec, "description": self.describe(), "targets": self.targets,
-               "bases": self.bases, "stacked": self.stacked, "stack_mode": self.stack_mode, "rounds": len(self.rounds),
+               "bases": self.bases, "stacked": self.stacked, "stack_mode": self.stack_mode,
+               "reduce": self.reduce, "rounds": len(self.rounds),
                "splits": self.n_splits, "samples": self.n}
         (directory / "run.json").write_text(json.dumps(run, indent=2))
 

@@ -31,6 +31,7 @@ from featbank.learning.official import evaluation_scores, official_summary
 from featbank.learning.protocols import Protocol, ProtocolContext, parse_protocol
 from featbank.learning.report import summary_text, write_report
 from featbank.learning.results import Evaluation, Official
+from regressors.preprocess import parse_reduce
 from regressors.spec import on_device
 
 
@@ -139,10 +140,12 @@ def evaluate_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path,
                       stack: bool = True, out_dir: Path = Path("runs/evaluate"), seed: int = 0,
                       n_jobs: int = -1, progress: bool = True, refit: bool = False,
                       track: Track | None = None, pairs: pd.DataFrame | None = None,
-                      ensemble: str = "refit", stack_mode: str = "nested", device: str = "cpu") -> Outcome:
+                      ensemble: str = "refit", stack_mode: str = "nested", device: str = "cpu",
+                      reduce: str | None = None) -> Outcome:
     """Score base learners (and the stack) under a protocol for every target; write the results.
 
-    ``device`` (e.g. ``"cuda"``) is where the torch heads train (:func:`regressors.spec.on_device`).
+    ``device`` (e.g. ``"cuda"``) is where the torch heads train (:func:`regressors.spec.on_device`);
+    ``reduce`` (``"pca:N"``) ends every pooled base's preprocessing with a PCA fitted in the fold.
 
     With ``track``, the track's official score of every model comes first (``official.csv``,
     console, report); ``pairs`` is the organisers' pair file for KVQ's Rank1/Rank2. With ``refit``
@@ -150,13 +153,14 @@ def evaluate_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path,
     every usable row (``ensemble="refit"``) or the mean of the split models (``"mean"``).
     """
     learners = [on_device(learner, device) for learner in learners]
+    parse_reduce(reduce)  # a bad spec is refused before the features are read
     data = training_data(manifest, bank, features, targets, learners)
     splits = data.protocol(protocol, seed)
     update, close = _progress_bar(progress, "fit" if refit else "evaluate")
     try:
         evaluation = engine.evaluate(data.blocks, data.Y, data.targets, learners, splits, groups=data.groups,
                                      steps=data.steps, stack=stack, n_jobs=n_jobs, keep_models=refit and ensemble == "mean",
-                                     progress=update, stack_mode=stack_mode)
+                                     progress=update, stack_mode=stack_mode, reduce=reduce)
     finally:
         close()
     evaluation.save(out_dir, sample_ids=data.video_ids)
@@ -183,11 +187,13 @@ def fit_manifest(manifest: Manifest | Path, bank: FeatureBank | str | Path, feat
                  targets: list[str] | None, learners: list[str], protocol: str = "kfold:5",
                  stack: bool = True, out_dir: Path = Path("runs/fit"), seed: int = 0, n_jobs: int = -1,
                  progress: bool = True, track: Track | None = None, pairs: pd.DataFrame | None = None,
-                 ensemble: str = "refit", stack_mode: str = "nested", device: str = "cpu") -> Outcome:
+                 ensemble: str = "refit", stack_mode: str = "nested", device: str = "cpu",
+                 reduce: str | None = None) -> Outcome:
     """Evaluate under ``protocol`` (grouped 5-fold by default), then fit and save the final model."""
     return evaluate_manifest(manifest, bank, features, targets, learners, protocol=protocol, stack=stack,
                              out_dir=out_dir, seed=seed, n_jobs=n_jobs, progress=progress, refit=True,
-                             track=track, pairs=pairs, ensemble=ensemble, stack_mode=stack_mode, device=device)
+                             track=track, pairs=pairs, ensemble=ensemble, stack_mode=stack_mode, device=device,
+                             reduce=reduce)
 
 
 def _extractor_specs(bank_path: str | Path, keys: list[str], weights: WeightsPolicy) -> list[str]:
