@@ -7,7 +7,7 @@ noise, and nonlinear labels of the factors, one per target.
 
 Part 1, one fit per learner and size (``--sizes N×D,...``): CPU seconds of
 ``make_learner(name, reduce=...)`` fitted on one target, then how the cost grows: the exponent
-``log(t2 / t1) / log(n2 / n1)`` between neighbouring sizes.
+``log(t2 / t1) / log(n2 / n1)`` between neighbouring sizes that differ in n or in d alone.
 
 Part 2, the job of a challenge entry (``--cv N×D``, ``--targets``, ``--folds``, ``--reduce``):
 every learner on every target under grouped k-fold with an honest stack, (a) through featbank's
@@ -78,8 +78,10 @@ def one_fit_costs(sizes: list[tuple[int, int]], learners: list[str], reduce: str
             costs.append(time.process_time() - start)
         growth = []
         for (n1, d1), (n2, d2), t1, t2 in zip(sizes, sizes[1:], costs, costs[1:], strict=False):
+            if (n1 == n2) == (d1 == d2):  # both or neither changed: no growth along one axis to show
+                continue
             axis, ratio = ("n", n2 / n1) if d1 == d2 else ("d", d2 / d1)
-            if ratio != 1 and t1 > 0:
+            if t1 > 0:
                 growth.append(f"{axis}^{math.log(t2 / t1) / math.log(ratio):.2f}")
         print(f"  {name:11s}" + "".join(f"{c:12.1f}" for c in costs) + "   " + " ".join(growth))
 
