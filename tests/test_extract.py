@@ -280,3 +280,42 @@ def test_a_finished_extraction_packs_its_large_groups_and_the_next_run_extends_t
     assert bank.counts(key)["ok"] == 4
     for packed, chunked in zip(bank.pooled(key, np.arange(3)), rows_bank.pooled(key, np.arange(3)), strict=True):
         np.testing.assert_array_equal(packed, chunked)
+
+
+def test_prefetched_yields_in_order_and_raises_the_producers_error_where_it_occurred():
+    from featbank.extraction.decode import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise MediaError("broken packet at frame 3")
+
+    got = []
+    with pytest.raises(MediaError, match="frame 3"):
+        for item in prefetched(failing(), depth=1):
+            got.append(item)  # noqa: PERF402 - the items before the error are the point
+    assert got == [1, 2]
+
+
+def test_prefetched_stops_and_closes_its_source_when_the_consumer_stops_early():
+    import threading
+
+    from featbank.extraction.decode import prefetched
+
+    produced, closed = [], threading.Event()
+
+    def source():
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    stream = prefetched(source(), depth=4)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # what an exception in the consumer does too
+    assert closed.is_set() and len(produced) <= 3 + 4 + 1  # never more than depth ahead
+    assert not any(t.name == "featbank-decode" for t in threading.enumerate())

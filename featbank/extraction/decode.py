@@ -22,6 +22,7 @@ step buffers are recycled (see :class:`BufferPool`) instead of allocated afresh 
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from collections.abc import Iterator
@@ -608,6 +609,70 @@ def _release(step: Step, pool: BufferPool) -> None:
         pool.give(step.rgb, step.luma.codes if step.luma is not None else None)
 
 
+PREFETCH = 8
+"""Pictures the decoding thread of :func:`prefetched` may hold ahead of the consumer."""
+
+
+@dataclass(frozen=True)
+class _Raised:
+    error: BaseException
+
+
+_END = object()
+
+
+def prefetched(items: Iterator, depth: int = PREFETCH) -> Iterator:
+    """The items of ``items``, produced by a background thread up to ``depth`` ahead of the caller.
+
+    Why: decoding the next frames and the extractors' work on the current step (the hand-crafted
+    statistics, a CNN on the CPU) then overlap instead of taking turns; FFmpeg, decord and numpy
+    release the GIL while they work. Measured by ``bench decode_once`` (two 10-s clips, quiet 2-core
+    VM), one pass of ``handcrafted`` + ``audio`` against decoding alone (+ audio): 1.40x -> 1.24x
+    wall at 540p, 1.15x -> 1.03x at 1080p; CPU time unchanged (1.28x at 540p). An exception
+    of the producer is raised here, where its item would have come; when the caller stops early
+    (an exception, ``close()``) the producer is stopped and joined before this returns, and
+    ``items`` is closed, so the decoder is never used by two threads at once.
+    """
+    pending: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                pending.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(_Raised(error))
+            return
+        put(_END)
+
+    thread = threading.Thread(target=produce, name="featbank-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = pending.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
 def iter_steps(source: MediaSource, plans: list[Plan], pixels: list[Pixels] | None = None,
                batch: int = DECODE_BATCH, pool: BufferPool | None = None) -> Iterator[tuple[int, int, Step]]:
     """Yield ``(plan_index, step_index, step)`` for every step of every plan, decoding once.
@@ -629,7 +694,7 @@ def iter_steps(source: MediaSource, plans: list[Plan], pixels: list[Pixels] | No
                 wanted.setdefault(int(frame), []).append((p, s, slot))
     order = np.array(sorted(wanted), dtype=np.int64)
     open_steps: dict[tuple[int, int], Step] = {}
-    for frame_index, picture in source.decode(order, batch, any(r.luma for r in requests)):
+    for frame_index, picture in prefetched(source.decode(order, batch, any(r.luma for r in requests))):
         for p, s, slot in wanted[frame_index]:
             step = open_steps.get((p, s))
             if step is None:
