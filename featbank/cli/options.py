@@ -98,7 +98,8 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
                    help="end every pooled base's preprocessing with a PCA to N components, fitted on each "
                         "fit's training part and shared by its learners and targets: deep features of thousands "
                         "of dimensions fit many times faster (blocks no wider than N pass unchanged; the temporal "
-                        "head reads its per-step input unreduced)")
+                        "head reads its per-step input unreduced). Measured: 6000 videos x 4096-d, 4 learners, "
+                        "6 targets, 5 folds, --reduce pca:128 --stack-mode ring: 2.5 min on 2 cores")
     p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default: all cores)")
     p.add_argument("--device", default="cpu",
                    help="torch device the torch heads (mlp, temporal) train on, e.g. cuda (default: cpu); "
