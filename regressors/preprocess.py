@@ -5,7 +5,7 @@ produced nothing) with the training part's column medians; :class:`FoldPCA` is `
 
 Deep features are thousands of dimensions (SlowFast 2304, ResNet-50 stages 7168, Q-Align 4096)
 over a few thousand videos, and every learner's cost grows with the width: at 4800 x 4096 one
-fit set of six targets costs LightGBM 283 CPU-s and the MLP 119, against 6 and 19 after a
+fit set of six targets costs LightGBM 283 CPU-s and the MLP 119, against 7 and 14 after a
 128-component PCA (``bench fit_scale``). The PCA is a preprocessing step like the scaler: fitted
 on the training part of each fit only (it sees no label, and no scored row), shared by every
 learner and target of that fit, and saved inside each model's pipeline, so ``predict`` applies
@@ -36,6 +36,11 @@ class MedianImputer(TransformerMixin, BaseEstimator):
     such fits per block. The medians are the same (an even count averages the two middle values
     in both). Infinite values are refused, as scikit-learn does.
     """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # filling NaN is its job
+        return tags
 
     def fit(self, X: Any, y: Any = None) -> MedianImputer:
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")

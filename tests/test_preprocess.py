@@ -60,6 +60,14 @@ def test_median_imputer_fills_as_scikit_learns_median_imputer() -> None:
     np.testing.assert_array_equal(MedianImputer().fit(clean).statistics_, np.median(clean, axis=0))
 
 
+@pytest.mark.parametrize("estimator", [MedianImputer(), FoldPCA(2)], ids=["MedianImputer", "FoldPCA"])
+def test_preprocessing_steps_pass_scikit_learns_estimator_checks(estimator) -> None:
+    from sklearn.utils.estimator_checks import check_estimator
+
+    failed = [r for r in check_estimator(estimator, on_fail=None) if r["status"] == "failed"]
+    assert not failed, [(r["check_name"], str(r["exception"])[:200]) for r in failed]
+
+
 def test_median_imputer_refuses_infinite_values() -> None:
     X = np.ones((5, 2))
     X[1, 1] = np.inf
