@@ -193,16 +193,17 @@ def _run_job(X: np.ndarray, Y: np.ndarray, rnd: Round, learners: tuple[str, ...]
     templates: list[list[RegressorMixin] | None] = [None] * len(learners)
     for excluded in exclusions:
         train, test = rnd.rows(excluded, inside=False), rnd.rows(excluded, inside=True)
-        prepared = prepare(learners[0], X[train], random_state=rnd.seed, reduce=reduce)
-        Z_test = Pipeline(prepared.steps).transform(X[test])
+        X_train, X_test, Y_train = X[train], X[test], Y[train]  # row copies: once per fit, not per learner
+        prepared = prepare(learners[0], X_train, random_state=rnd.seed, reduce=reduce)
+        Z_test = Pipeline(prepared.steps).transform(X_test)
         predictions = np.empty((len(test), len(learners), Y.shape[1]))
         fitted = []
         for i, learner in enumerate(learners):
-            models = fit_targets(learner, X[train], Y[train], random_state=rnd.seed, templates=templates[i],
+            models = fit_targets(learner, X_train, Y_train, random_state=rnd.seed, templates=templates[i],
                                  prepared=prepared)
             if chained and templates[i] is None and any(hasattr(m.steps[-1][1], "selected") for m in models):
                 templates[i] = [_inner_template(model) for model in models]
-            predictions[:, i] = predict_targets(models, X[test], Z=Z_test)
+            predictions[:, i] = predict_targets(models, X_test, Z=Z_test)
             fitted.append(models)
         if keep and len(excluded) == 1:
             kept = fitted
@@ -305,9 +306,9 @@ def _blend(cache: Cache, rnd: Round, y: np.ndarray, outer: np.ndarray,
     stacked = np.full(len(y), np.nan)
     metas: dict[int, LinearRegression] = {}
     for f in rnd.test_folds:
-        train, test = rnd.rows((f,), inside=False), rnd.rows((f,), inside=True)
+        test = rnd.rows((f,), inside=True)
         if not _fits_pairs(rnd, True, stack_mode):
-            level1 = outer
+            level1, train = outer, rnd.rows((f,), inside=False)
         else:
             level1 = np.full_like(outer, np.nan)
             partners = _partners(rnd, f, stack_mode)
