@@ -148,6 +148,12 @@ def test_fit_on_features_never_extracted_names_the_missing_group(track, extracte
     assert code in (1, 3) and "test-mean" in capsys.readouterr().err
 
 
+def test_demo_refuses_a_halo_outside_0_1(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--halo", "1.5"])
+    assert exit_info.value.code == 2 and "--halo" in capsys.readouterr().err
+
+
 def test_help_teaches_the_workflow(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import av
@@ -109,10 +110,28 @@ def test_synthesized_manifest_loads_with_levels_as_metadata(tiny_manifest: Path)
 
 
 def test_labels_depend_only_on_the_seed(tiny_manifest: Path, tmp_path: Path):
-    again = demo_data.synthesize(tmp_path / "again", seed=3, **TINY)
+    """Not on the order of generation either: two workers make the same labels as one."""
+    again = demo_data.synthesize(tmp_path / "again", seed=3, n_jobs=2, **TINY)
     other = demo_data.synthesize(tmp_path / "other", seed=4, **TINY)
     np.testing.assert_array_equal(_labels(again), _labels(tiny_manifest))
+    assert [r["video_id"] for r in _read_manifest(again)] == [r["video_id"] for r in _read_manifest(tiny_manifest)]
     assert not np.allclose(_labels(other), _labels(tiny_manifest))
+
+
+def test_the_halo_option_changes_the_dimensions_not_overall(tiny_manifest: Path, tmp_path: Path):
+    """``halo=0``: each dimension's label is its own score plus rater noise; ``overall`` is the same."""
+    plain = demo_data.synthesize(tmp_path / "plain", seed=3, halo=0.0, **TINY)
+    overall = demo_data.LABELS.index("overall")
+    np.testing.assert_array_equal(_labels(plain)[:, overall], _labels(tiny_manifest)[:, overall])
+    for row in _read_manifest(plain):
+        levels = {name: int(row[demo_data.LEVEL_PREFIX + name]) for name in demo_data.DISTORTIONS}
+        source, variant = map(int, re.findall(r"\d+", row["video_id"]))  # src03_v01 -> 3, 1
+        rng = demo_data._rng(3, demo_data._RATERS, source, variant)
+        noise = {label: rng.normal(0, demo_data.RATER_SD) for label in demo_data.LABELS}
+        for label, score in demo_data.dimension_scores(levels).items():
+            assert float(row[label]) == pytest.approx(np.clip(score + noise[label], 1, 5), abs=1e-4)
+    with pytest.raises(ValueError, match="halo"):
+        demo_data.synthesize(tmp_path / "bad", seed=3, halo=1.5, **TINY)
 
 
 PRIMARY_DRIVER = {"color": "color", "noise": "noise", "artifact": "compression", "blur": "blur",
@@ -139,15 +158,48 @@ def test_every_label_falls_with_its_own_distortion_whatever_the_others():
                 assert after["overall"] <= before["overall"] + 1e-12, (driver, levels)
 
 
-def test_labels_span_the_scale_and_saturate():
-    """Pristine is near the top, the strongest level near the bottom, and the steps shrink at both
-    ends (the saturating curve raters produce), so every label spreads over its range."""
+def test_dimensions_judged_on_their_own_span_the_scale_and_saturate():
+    """Before the halo, pristine is near the top, the strongest level near the bottom, and the
+    steps shrink at both ends (the saturating curve raters produce)."""
     pristine = dict.fromkeys(demo_data.DISTORTIONS, 0)
     for label, driver in PRIMARY_DRIVER.items():
-        curve = [demo_data.true_scores({**pristine, driver: level})[label] for level in range(5)]
+        curve = [demo_data.dimension_scores({**pristine, driver: level})[label] for level in range(5)]
         assert curve[0] == pytest.approx(4.8) and curve[-1] < 2.0, (label, curve)
         steps = -np.diff(curve)
         assert steps.argmax() not in (0, len(steps) - 1) or steps[-1] < steps[0], (label, curve)
+
+
+def test_every_label_spans_the_scale():
+    """With the halo too: 4.8 when pristine, below 2 for the worst combination of levels."""
+    pristine = demo_data.true_scores(dict.fromkeys(demo_data.DISTORTIONS, 0))
+    lowest = {label: min(demo_data.true_scores(levels)[label] for levels in _all_level_combinations())
+              for label in demo_data.LABELS}
+    for label in demo_data.LABELS:
+        assert pristine[label] == pytest.approx(4.8) and lowest[label] < 2.0, (label, lowest)
+
+
+def _level_draws(n: int = 4000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levels as the demo draws them, with each draw's noise-free labels and own-dimension scores."""
+    rng = np.random.default_rng(0)
+    draws = [demo_data.sample_levels(rng) for _ in range(n)]
+    levels = np.array([[d[name] for name in demo_data.DISTORTIONS] for d in draws])
+    labels = np.array([[demo_data.true_scores(d)[t] for t in demo_data.LABELS] for d in draws])
+    own = np.array([[demo_data.dimension_scores(d)[t] for t in PRIMARY_DRIVER] for d in draws])
+    return levels, labels, own
+
+
+def test_the_halo_makes_dimensions_correlate_with_overall_as_on_finevd():
+    """FineVD-GC's dimensions correlate 0.87-0.94 with its overall score; the halo brings the demo's
+    labels near that (each needs both feature groups), while each dimension judged on its own
+    barely tracks overall, and each label's own distortion stays its strongest cause."""
+    levels, labels, own = _level_draws()
+    overall = labels[:, demo_data.LABELS.index("overall")]
+    for d, (label, driver) in enumerate(PRIMARY_DRIVER.items()):
+        column = labels[:, demo_data.LABELS.index(label)]
+        assert 0.8 < np.corrcoef(column, overall)[0, 1] < 0.95, label
+        assert np.corrcoef(own[:, d], overall)[0, 1] < 0.65, label
+        by_level = {name: np.corrcoef(column, levels[:, i])[0, 1] for i, name in enumerate(demo_data.DISTORTIONS)}
+        assert min(by_level, key=by_level.get) == driver, (label, by_level)
 
 
 def test_rater_noise_is_modest_and_seeded():

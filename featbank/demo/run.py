@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from featbank.demo.data import LABELS, synthesize
+from featbank.demo.data import HALO, LABELS, synthesize
 from featbank.extraction.orchestrate import extract_manifest
 from featbank.learning.metrics import score
 from featbank.learning.results import STACK
@@ -61,20 +61,24 @@ def _print_gains(table: pd.DataFrame) -> None:
     print(f"  the stack matches or beats the best single model on {wins} of {len(table)} targets")
 
 
-def run_demo(out: Path, n_sources: int = 24, variants: int = 6, heldout_sources: int = 8,
-             heldout_variants: int = 4, folds: int = 4, learners: list[str] | None = None,
-             n_jobs: int = -1, progress: bool = True, clip: dict | None = None) -> dict[str, dict[str, float]]:
+def run_demo(out: Path, n_sources: int = 24, variants: int = 6, heldout_sources: int = 12,
+             heldout_variants: int = 6, folds: int = 4, learners: list[str] | None = None,
+             n_jobs: int = -1, progress: bool = True, clip: dict | None = None,
+             halo: float = HALO) -> dict[str, dict[str, float]]:
     """Run the demo in ``out`` and return the held-out scores per target.
 
-    ``clip`` overrides the clip format (``seconds``, ``size``, ``fps``), for small test runs.
+    ``clip`` overrides the clip format (``seconds``, ``size``, ``fps``), for small test runs;
+    ``halo`` the labels' share of the overall impression (:data:`featbank.demo.data.HALO`).
     """
     learners = learners or DEFAULT_LEARNERS
     clip = {**CLIP, **(clip or {})}
     print(f"[1/5] synthesizing {n_sources}×{variants} training clips and "
           f"{heldout_sources}×{heldout_variants} held-out clips in {out}")
-    train = synthesize(out / "train", n_sources=n_sources, variants=variants, seed=0, **clip)
+    train = synthesize(out / "train", n_sources=n_sources, variants=variants, seed=0, n_jobs=n_jobs, halo=halo,
+                       **clip)
     # New sources (seed 1: new pattern parameters, new sounds, new distortion draws).
-    heldout = synthesize(out / "heldout", n_sources=heldout_sources, variants=heldout_variants, seed=1, **clip)
+    heldout = synthesize(out / "heldout", n_sources=heldout_sources, variants=heldout_variants, seed=1,
+                         n_jobs=n_jobs, halo=halo, **clip)
     bank = out / "bank.zarr"
     print(f"[2/5] extracting {', '.join(DEMO_EXTRACTORS)} into {bank}")
     extract_manifest(train, bank, DEMO_EXTRACTORS, progress=progress)
