@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from featbank.demo.data import synthesize
+from featbank.demo.data import HALO, synthesize
 from featbank.demo.run import CLIP, DEMO_EXTRACTORS
 from featbank.extraction.orchestrate import extract_manifest
 from featbank.learning import engine
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", type=int, default=6)
     parser.add_argument("--folds", default="4x2", help="kfold protocol argument K[xR] (default 4x2)")
     parser.add_argument("--targets", default="temporal,overall")
+    parser.add_argument("--halo", type=float, default=HALO,
+                        help=f"the labels' share of the overall impression (default {HALO}, as the demo)")
     parser.add_argument("--jobs", type=int, default=-1)
     args = parser.parse_args(argv)
     targets = args.targets.split(",")
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         started = time.perf_counter()
-        manifest = synthesize(out / "train", n_sources=args.sources, variants=args.variants, seed=0, **CLIP)
+        manifest = synthesize(out / "train", n_sources=args.sources, variants=args.variants, seed=0, n_jobs=args.jobs,
+                              halo=args.halo, **CLIP)
         extract_manifest(manifest, out / "bank.zarr", DEMO_EXTRACTORS, progress=False)
         data = training_data(manifest, out / "bank.zarr", [block], targets, [*POOLED, *HEADS])
         prepared = time.perf_counter() - started

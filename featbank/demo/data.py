@@ -500,8 +500,9 @@ def synthesize(out_dir: Path, n_sources: int = 6, variants: int = 12, seconds: f
 
     ``size`` is ``(height, width)`` and must be even; ``seed`` (>= 0) fixes every label and frame.
     ``group`` is the source id, so grouped folds never split one content across train and test.
-    ``n_jobs`` sources are made in parallel (joblib; -1: every core): every draw is keyed by
-    source and variant, so the result does not depend on it. ``halo`` is the labels' share of the
+    ``n_jobs`` sources are made in parallel (joblib threads, -1: one per core; numpy, scipy and
+    libx264 release the GIL, and threads leave the process pool the fits reuse untouched): every
+    draw is keyed by source and variant, so the result does not depend on it. ``halo`` is the labels' share of the
     overall impression (:data:`HALO`).
     """
     if n_sources < 1 or variants < 1 or seconds <= 0:
@@ -509,6 +510,6 @@ def synthesize(out_dir: Path, n_sources: int = 6, variants: int = 12, seconds: f
     if not 0 <= halo <= 1:
         raise ValueError(f"halo must be within [0, 1], got {halo}")
     out_dir = Path(out_dir)
-    per_source = Parallel(n_jobs=n_jobs)(
+    per_source = Parallel(n_jobs=n_jobs, prefer="threads")(
         delayed(_synthesize_source)(out_dir, s, variants, seconds, size, fps, seed, halo) for s in range(n_sources))
     return _write_manifest(out_dir / "manifest.csv", [row for rows in per_source for row in rows])
