@@ -24,7 +24,7 @@ from featbank.learning.workflow import fit_manifest, predict_manifest
 DEMO_EXTRACTORS = ["handcrafted", "audio"]
 DEFAULT_LEARNERS = ["svr", "elasticnet", "lightgbm", "temporal"]
 """The temporal head, not the pooled MLP: on these clips it scores higher on ``temporal`` and
-``overall`` at a fifth of the MLP's fitting time (``./run.sh bench temporal``)."""
+``overall`` at about a quarter of the MLP's fitting time (``./run.sh bench temporal``)."""
 # Short clips at a small size: 3 s at 10 fps is three 8-frame steps for the hand-crafted statistics
 # and three 1-s steps of audio, which is all either extractor reads, at half the synthesis cost of
 # 4 s at 15 fps. Many sources matter more than long clips: grouped CV learns across content.
