@@ -430,6 +430,11 @@ def _soft_min(scores: dict[str, float]) -> float:
     return float(-SOFTMIN_TAU * np.log(total))
 
 
+def _check_halo(halo: float) -> None:
+    if not 0 <= halo <= 1:
+        raise ValueError(f"halo must be within [0, 1], got {halo}")
+
+
 def dimension_scores(levels: dict[str, int]) -> dict[str, float]:
     """Each dimension's 1–5 quality judged on its own, before the halo (``dim_d`` in the docstring)."""
     return {dim: _quality(level, TOLERANCE[dim]) for dim, level in perceived_levels(levels).items()}
@@ -441,8 +446,7 @@ def true_scores(levels: dict[str, int], halo: float = HALO) -> dict[str, float]:
     ``overall`` is the soft-min of the dimensions judged on their own; every dimension's label
     then carries ``halo`` (0..1) of that overall impression.
     """
-    if not 0 <= halo <= 1:
-        raise ValueError(f"halo must be within [0, 1], got {halo}")
+    _check_halo(halo)
     own = dimension_scores(levels)
     overall = _soft_min(own)
     scores = {dim: (1 - halo) * quality + halo * overall for dim, quality in own.items()}
@@ -502,13 +506,12 @@ def synthesize(out_dir: Path, n_sources: int = 6, variants: int = 12, seconds: f
     ``group`` is the source id, so grouped folds never split one content across train and test.
     ``n_jobs`` sources are made in parallel (joblib threads, -1: one per core; numpy, scipy and
     libx264 release the GIL, and threads leave the process pool the fits reuse untouched): every
-    draw is keyed by source and variant, so the result does not depend on it. ``halo`` is the labels' share of the
-    overall impression (:data:`HALO`).
+    draw is keyed by source and variant, so the result does not depend on it. ``halo`` is the
+    labels' share of the overall impression (:data:`HALO`).
     """
     if n_sources < 1 or variants < 1 or seconds <= 0:
         raise ValueError("synthesize needs n_sources >= 1, variants >= 1 and seconds > 0")
-    if not 0 <= halo <= 1:
-        raise ValueError(f"halo must be within [0, 1], got {halo}")
+    _check_halo(halo)  # before any clip is written
     out_dir = Path(out_dir)
     per_source = Parallel(n_jobs=n_jobs, prefer="threads")(
         delayed(_synthesize_source)(out_dir, s, variants, seconds, size, fps, seed, halo) for s in range(n_sources))
