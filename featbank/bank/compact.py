@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,7 +167,8 @@ def pack_finished(bank: FeatureBank, keys: list[str]) -> list[str]:
     (benchmarks/bench_bank_load.py) without a separate ``featbank compact``. A later run that
     extends the group gives it its row chunks back first (:meth:`FeatureBank.ensure_group`) and
     packs it again at its end. A failure here (a full disk) loses nothing: the re-layout is atomic,
-    and the group stays readable in its row chunks; the line says so.
+    and the group stays readable in its row chunks; a warning and the returned line say so (the
+    warning because ``extract``, which calls this as it ends, has no other place to say it).
     """
     done = []
     for key in keys:
@@ -177,7 +179,9 @@ def pack_finished(bank: FeatureBank, keys: list[str]) -> list[str]:
         try:
             done.append(pack_group(bank, key))
         except OSError as error:
-            done.append(f"{key}: left in row chunks, packing failed ({error}); run `featbank compact` later")
+            line = f"{key}: left in row chunks, packing failed ({error}); run `featbank compact` later"
+            warnings.warn(line, stacklevel=2)
+            done.append(line)
     return done
 
 
